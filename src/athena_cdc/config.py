@@ -1,0 +1,298 @@
+"""Settings: one object, read from flags, ``ATHENA_CDC_*`` environment and a TOML file.
+
+Precedence, highest first: command-line flag, environment variable, config file,
+default. Every option is declared once in :data:`OPTIONS`; the flag, the environment
+variable, the config-file key and the help text all come from that declaration, so
+they can never disagree. Values are validated once at start; an invalid one stops
+the program with a single line naming the option and how to fix it (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ATHENA_CDC_"
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message is one line saying what to change."""
+
+
+# -- value parsers: str (from flag/env) or TOML value → typed value ---------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value: object) -> int:
+    """``4MiB``, ``512k``, ``1048576`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError("expected a size such as 4MiB, 512KiB or 1048576")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: object) -> float:
+    """``30s``, ``15m``, ``7d``, ``250ms``, ``10`` (seconds) → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(value).lower())
+    if not match or match.group(2) not in _DURATION_UNITS:
+        raise ValueError("expected a duration such as 250ms, 30s, 15m, 12h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_optional_duration(value: object) -> float | None:
+    if value is None or str(value).strip().lower() in ("", "none", "0", "off"):
+        return None
+    return parse_duration(value)
+
+
+def parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    return int(str(value).replace("_", ""))
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_str(value: object) -> str:
+    return str(value)
+
+
+def parse_list(value: object) -> list[str]:
+    """A list in TOML, or a comma-separated string from a flag or the environment."""
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: flag ``--name-with-dashes``, env ``ATHENA_CDC_NAME``, file key ``name``."""
+
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    group: str = "server"
+    metavar: str | None = None
+    repeatable: bool = False  # flag may be given several times (values accumulate)
+    check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= low else f"must be at least {low}"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be between 0 and 65535"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"),
+    Option("port", 4053, parse_int, "port for WebSocket and HTTP", metavar="PORT", check=_port),
+    Option("store", "sqlite", choice("memory", "sqlite"),
+           "event log backend: sqlite (durable, default) or memory (lost on restart)",
+           group="log"),
+    Option("data_dir", "./athena-cdc-data", parse_str,
+           "directory of the sqlite log", group="log", metavar="DIR"),
+    Option("retention_events", 100_000, parse_int,
+           "events kept per channel; older ones are dropped", group="log", metavar="N",
+           check=_at_least(1)),
+    Option("retention_age", None, parse_optional_duration,
+           "drop events older than this (e.g. 7d, 12h); default: keep by count only",
+           group="log", metavar="AGE"),
+    Option("memory_limit", 512 * 1024**2, parse_size,
+           "bytes of events held in memory across all channels (memory store: the whole "
+           "log; sqlite: the cache of recent events)", group="log", metavar="SIZE",
+           check=_at_least(1024)),
+    Option("sqlite_synchronous", "full", choice("full", "normal"),
+           "full: every acknowledged event survives power loss; normal: survives a crash "
+           "of the server process but not of the machine (faster)", group="log"),
+    Option("publish_key", None, parse_str,
+           "if set, POST /events requires the header X-Athena-Key with this value",
+           metavar="KEY"),
+    Option("slow_consumer_limit", 4 * 1024**2, parse_size,
+           "unsent bytes after which a WebSocket client is closed with 4008",
+           metavar="SIZE", check=_at_least(1024)),
+    Option("ping_interval", 30.0, parse_duration,
+           "WebSocket ping interval; a peer that does not answer is dropped", metavar="DURATION"),
+    Option("shutdown_timeout", 10.0, parse_duration,
+           "on SIGTERM, time allowed to drain before closing", metavar="DURATION"),
+    Option("uvloop", True, parse_bool, "use uvloop when installed (true/false)", metavar="BOOL"),
+    Option("log_level", "info", choice("debug", "info", "warning", "error"),
+           "log verbosity", group="logging"),
+    Option("log_format", "text", choice("text", "json"),
+           "text for humans, json for log pipelines", group="logging"),
+    Option("source", [], parse_list,
+           "PostgreSQL to stream changes from, as postgresql://user:pass@host:port/db "
+           "(repeatable)", group="postgres", metavar="DSN", repeatable=True),
+    Option("pg_publication", "athena_cdc", parse_str,
+           "publication to read (created if absent)", group="postgres", metavar="NAME"),
+    Option("pg_slot", "athena_cdc", parse_str,
+           "logical replication slot (pgoutput; created if absent)", group="postgres",
+           metavar="NAME"),
+    Option("pg_tables", [], parse_list,
+           "tables of a newly created publication (a,b or schema.t); default: all tables",
+           group="postgres", metavar="LIST"),
+    Option("route_column", "organization_id", parse_str,
+           "column whose value names a row's channel", group="postgres", metavar="COLUMN"),
+    Option("default_channel", None, parse_str,
+           "channel for rows without a routing value (default: skip them)", group="postgres",
+           metavar="CHANNEL"),
+)
+
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 4053
+    store: str = "sqlite"
+    data_dir: str = "./athena-cdc-data"
+    retention_events: int = 100_000
+    retention_age: float | None = None
+    memory_limit: int = 512 * 1024**2
+    sqlite_synchronous: str = "full"
+    publish_key: str | None = None
+    slow_consumer_limit: int = 4 * 1024**2
+    ping_interval: float = 30.0
+    shutdown_timeout: float = 10.0
+    uvloop: bool = True
+    log_level: str = "info"
+    log_format: str = "text"
+    source: list[str] = field(default_factory=list)
+    pg_publication: str = "athena_cdc"
+    pg_slot: str = "athena_cdc"
+    pg_tables: list[str] = field(default_factory=list)
+    route_column: str = "organization_id"
+    default_channel: str | None = None
+    # Per-table channel overrides from the config file: {"schema.table": "channel"}.
+    pg_table_channels: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add every option as a flag, grouped for ``--help``."""
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help=f"TOML file of settings (keys as the flags, without --); env {ENV_PREFIX}CONFIG",
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    titles = {"server": "server", "log": "event log", "logging": "logging",
+              "postgres": "PostgreSQL source"}
+    for option in OPTIONS:
+        group = groups.get(option.group)
+        if group is None:
+            group = groups[option.group] = parser.add_argument_group(titles[option.group])
+        default = option.default
+        shown = "none" if default in (None, []) else str(default)
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            default=None,
+            action="append" if option.repeatable else "store",
+            metavar=option.metavar,
+            help=f"{option.help} [default: {shown}; env {option.env}]",
+        )
+
+
+def load_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge flags, environment and config file into validated :class:`Settings`."""
+    environ = os.environ if environ is None else environ
+    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    file_values: dict[str, Any] = {}
+    settings = Settings(config_file=config_path)
+    if config_path:
+        file_values = _read_config_file(Path(config_path))
+        settings.pg_table_channels = _table_channels(file_values.pop("tables", {}))
+        for key in file_values:
+            if key not in _BY_NAME:
+                raise ConfigError(f"config file {config_path}: unknown setting {key!r}")
+    for option in OPTIONS:
+        raw: Any = getattr(args, option.name, None)
+        origin = option.flag
+        if raw is not None and option.repeatable:
+            raw = [item for value in raw for item in parse_list(value)]
+        if raw is None and option.env in environ:
+            raw, origin = environ[option.env], option.env
+        if raw is None and option.name in file_values:
+            raw, origin = file_values[option.name], f"{option.name} in {config_path}"
+        if raw is None:
+            continue
+        try:
+            value = option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: invalid value {raw!r}: {exc}") from None
+        problem = option.check(value) if option.check else None
+        if problem:
+            raise ConfigError(f"{origin}: {problem} (got {raw!r})")
+        setattr(settings, option.name, value)
+    return settings
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _table_channels(tables: object) -> dict[str, str]:
+    """``[tables."public.orders"] channel = "orders"`` → ``{"public.orders": "orders"}``."""
+    if not isinstance(tables, dict):
+        raise ConfigError('config file: [tables] must be a table of "schema.table" entries')
+    result: dict[str, str] = {}
+    for name, spec in tables.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("channel"), str):
+            raise ConfigError(f'config file: [tables."{name}"] needs channel = "<name>"')
+        qualified = name if "." in name else f"public.{name}"
+        result[qualified] = spec["channel"]
+    return result

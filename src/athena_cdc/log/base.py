@@ -1,0 +1,201 @@
+"""The event log interface: what every storage backend promises.
+
+The log is the single source of truth. Sources (HTTP publish, PostgreSQL) call
+:meth:`EventLog.append`; the hub learns about events only through the listeners
+registered with :meth:`EventLog.add_listener`, which run *after* the events are
+durable in the backend. Travel (replay) reads go through :meth:`EventLog.travel`.
+
+Invariants (see docs/protocol.md): seq is per channel, starts at 1, grows by one,
+is never reused; ts_ms never decreases within a channel; an acknowledged append
+survives a restart; retention only drops the oldest events.
+
+Backends implement three small hooks (``_append_batches``, ``_read_channel`` and
+``_bounds``); the travel selection (cursor vs. tail, multi-channel merge, limit,
+``has_more`` and ``gaps``) is shared in :mod:`athena_cdc.log.travel` so that every
+backend answers a travel the same way. Seq and ts are assigned inside the backend
+so that a remote backend (Redis Streams) can assign them atomically on its side.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from athena_cdc.protocol.messages import encode_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: its channel and its payload, already JSON-encoded."""
+
+    channel: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event in the log.
+
+    ``message`` is the complete server message
+    ``{"organization_id":...,"data":{"seq":...,"ts_ms":...,"payload":...}}`` encoded
+    once, so fan-out and replay never encode JSON again.
+    """
+
+    channel: str
+    seq: int
+    ts_ms: int
+    message: bytes
+
+    @classmethod
+    def build(cls, channel: str, seq: int, ts_ms: int, payload: bytes) -> Event:
+        return cls(channel, seq, ts_ms, encode_event(channel, seq, ts_ms, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """How far a source has been applied, recorded atomically with its events.
+
+    ``source`` names the source (e.g. ``postgres:athena_cdc``), ``position`` is an
+    opaque string the source understands (e.g. an LSN).
+    """
+
+    source: str
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBounds:
+    """What the log knows of one channel's extent.
+
+    ``first_seq`` is the oldest retained seq (``last_seq + 1`` when nothing is
+    retained), ``last_seq`` the newest ever assigned (0 for a new channel), and
+    ``dropped_ts_ms`` the ts of the newest event retention has dropped (None if
+    none was dropped) -- used to tell whether a time-based travel lost events.
+    """
+
+    first_seq: int
+    last_seq: int
+    dropped_ts_ms: int | None = None
+
+
+EMPTY_BOUNDS = ChannelBounds(first_seq=1, last_seq=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TravelQuery:
+    channels: tuple[str, ...]
+    since_seq: int | None
+    since_ts_ms: int | None
+    limit: int
+
+    @property
+    def has_cursor(self) -> bool:
+        """With a cursor the oldest matching events are chosen, else the newest."""
+        return self.since_seq is not None or self.since_ts_ms is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    channel: str
+    from_seq: int
+    to_seq: int
+
+
+@dataclass(slots=True)
+class TravelResult:
+    events: list[Event]  # oldest first
+    has_more: bool
+    gaps: list[Gap] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    channels: int
+    events: int
+    bytes: int
+
+
+AppendListener = Callable[[Sequence[Event]], None]
+
+
+class StorageUnavailable(Exception):
+    """The backend cannot take writes or reads right now (disk full, I/O error...)."""
+
+
+class EventLog(abc.ABC):
+    """A set of per-channel, append-only, retained event logs."""
+
+    name: str = "abstract"
+
+    def __init__(self) -> None:
+        self._listeners: list[AppendListener] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open storage, recover state. Called once before use."""
+
+    async def close(self) -> None:
+        """Flush what is pending and release resources."""
+
+    def add_listener(self, listener: AppendListener) -> None:
+        """Call ``listener(events)`` after each durable append, in seq order."""
+        self._listeners.append(listener)
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:  # a faulty listener must not break the log
+                log.exception("append listener failed")
+
+    # -- writes ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append(
+        self, batch: Sequence[NewEvent], position: SourcePosition | None = None
+    ) -> list[Event]:
+        """Append ``batch`` atomically (all or none); return the events in input order.
+
+        Returns only once the events are durable for this backend. ``position`` is
+        stored in the same durable write, for exactly-once sources.
+        """
+
+    @abc.abstractmethod
+    async def get_position(self, source: str) -> str | None:
+        """The last position recorded for ``source`` with :meth:`append`, if any."""
+
+    # -- reads -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def bounds(self, channel: str) -> ChannelBounds:
+        """Extent of ``channel`` as seen by this node (cheap, no I/O)."""
+
+    @abc.abstractmethod
+    async def read_channel(
+        self,
+        channel: str,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+    ) -> list[Event]:
+        """Up to ``limit`` events of one channel, oldest first.
+
+        Events with ``seq > since_seq`` and ``ts_ms >= since_ts_ms`` (each when given);
+        the newest ``limit`` of them if ``newest`` else the oldest ``limit``.
+        """
+
+    async def travel(self, query: TravelQuery) -> TravelResult:
+        from athena_cdc.log.travel import run_travel
+
+        return await run_travel(self, query)
+
+    @abc.abstractmethod
+    def stats(self) -> LogStats:
+        """Size of what is retained (for /metrics)."""
+
+    def health(self) -> str | None:
+        """None when the backend is usable, else a reason (for /ready)."""
+        return None

@@ -1,0 +1,1 @@
+"""The wire protocol, without I/O: client-name rules, messages, frames."""

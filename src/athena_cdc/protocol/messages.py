@@ -1,0 +1,214 @@
+"""Client → server message parsing and server → client message building.
+
+Pure functions, no I/O: the WebSocket handler feeds them bytes and writes what they
+return. Every rejection is a :class:`ProtocolError` carrying the error code of the
+protocol's bad-input table, so the handler answers it and keeps the connection open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_TRAVEL_LIMIT = 10_000
+MAX_TRAVEL_LIMIT = 50_000
+MAX_CHANNEL_LENGTH = 256
+
+
+class ProtocolError(Exception):
+    """A client message the server will not act on; answered with an error message."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_message(self) -> bytes:
+        return error_message(self.code, self.message, self.field)
+
+
+# -- client messages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Travel:
+    organization_id: str | None
+    since_seq: int | None
+    since_ts_ms: int | None
+    limit: int  # effective, after default and clamp
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    organization_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    organization_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientMessage = Travel | Subscribe | Unsubscribe | Ping
+
+
+def parse_client_message(data: bytes | str) -> ClientMessage:
+    """Parse one text frame from a client, or raise :class:`ProtocolError`."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid_json", "The message is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("invalid_message", "A message must be a JSON object.")
+    kind = obj.get("type")
+    if kind is None and "subscribe_to_organization_id" in obj:
+        # The original document's legacy form of subscribe.
+        return Subscribe(_channel(obj, "subscribe_to_organization_id", required=True))
+    if kind == "travel":
+        return _parse_travel(obj)
+    if kind == "subscribe":
+        return Subscribe(_channel(obj, "organization_id", required=True))
+    if kind == "unsubscribe":
+        return Unsubscribe(_channel(obj, "organization_id", required=True))
+    if kind == "ping":
+        return Ping()
+    if kind is None:
+        raise ProtocolError(
+            "unknown_type",
+            'The message has no "type"; use one of travel, subscribe, unsubscribe, ping.',
+        )
+    raise ProtocolError(
+        "unknown_type",
+        f"Unknown message type {_short(kind)}; use one of travel, subscribe, unsubscribe, ping.",
+    )
+
+
+def _parse_travel(obj: dict[str, Any]) -> Travel:
+    channel = _channel(obj, "organization_id", required=False)
+    since_seq = _non_negative_int(obj, "since_seq")
+    since_ts_ms = _non_negative_int(obj, "since_ts_ms")
+    limit = DEFAULT_TRAVEL_LIMIT
+    raw_limit = obj.get("limit")
+    if raw_limit is not None:
+        if not _is_int(raw_limit) or raw_limit < 1:
+            raise ProtocolError(
+                "invalid_field", '"limit" must be an integer of at least 1.', "limit"
+            )
+        limit = min(raw_limit, MAX_TRAVEL_LIMIT)
+    return Travel(channel, since_seq, since_ts_ms, limit)
+
+
+def _is_int(value: object) -> bool:
+    # JSON true/false arrive as bool, a subclass of int: not a number here.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _non_negative_int(obj: dict[str, Any], name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not _is_int(value) or value < 0:
+        raise ProtocolError("invalid_field", f'"{name}" must be an integer of at least 0.', name)
+    assert isinstance(value, int)
+    return value
+
+
+def _channel(obj: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise ProtocolError("invalid_field", f'"{name}" is required.', name)
+        return None
+    problem = channel_problem(value) if isinstance(value, str) else "must be a string"
+    if problem:
+        raise ProtocolError("invalid_field", f'"{name}" {problem}.', name)
+    assert isinstance(value, str)
+    return value
+
+
+def channel_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a channel / client name, or None if it can."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_CHANNEL_LENGTH:
+        return f"must be at most {MAX_CHANNEL_LENGTH} characters"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        return "must not contain control characters"
+    return None
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- server messages ----------------------------------------------------------------
+
+
+def encode_event(channel: str, seq: int, ts_ms: int, payload: bytes) -> bytes:
+    """``{"organization_id":..,"data":{"seq":..,"ts_ms":..,"payload":..}}``, keys in order.
+
+    ``payload`` is already JSON; it is spliced in, never decoded again.
+    """
+    return b'{"organization_id":%b,"data":{"seq":%d,"ts_ms":%d,"payload":%b}}' % (
+        orjson.dumps(channel),
+        seq,
+        ts_ms,
+        payload,
+    )
+
+
+def subscribed_message(client_id: str, channel: str | None = None) -> bytes:
+    if channel is None:
+        return orjson.dumps(
+            {
+                "status": "subscribed",
+                "client_id": client_id,
+                "message": "Subscribed via X-Athena-Client header",
+            }
+        )
+    return orjson.dumps({"status": "subscribed", "client_id": client_id, "organization_id": channel})
+
+
+def unsubscribed_message(client_id: str, channel: str) -> bytes:
+    return orjson.dumps(
+        {"status": "unsubscribed", "client_id": client_id, "organization_id": channel}
+    )
+
+
+PONG_MESSAGE = b'{"status":"pong"}'
+
+
+def error_message(code: str, message: str, field: str | None = None) -> bytes:
+    body: dict[str, str] = {"status": "error", "error": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return orjson.dumps(body)
+
+
+def travel_complete_message(
+    travel: Travel,
+    *,
+    count: int,
+    has_more: bool,
+    gaps: list[dict[str, Any]],
+) -> bytes:
+    return orjson.dumps(
+        {
+            "status": "travel_complete",
+            "organization_id": travel.organization_id,
+            "since_seq": travel.since_seq,
+            "since_ts_ms": travel.since_ts_ms,
+            "limit": travel.limit,
+            "count": count,
+            "has_more": has_more,
+            "gaps": gaps,
+        }
+    )
