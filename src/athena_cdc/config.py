@@ -27,8 +27,19 @@ class ConfigError(Exception):
 
 # -- value parsers: str (from flag/env) or TOML value → typed value ---------------------
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
-               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -129,57 +140,165 @@ def _port(v: int) -> str | None:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"),
+    Option(
+        "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
+    ),
     Option("port", 4053, parse_int, "port for WebSocket and HTTP", metavar="PORT", check=_port),
-    Option("store", "sqlite", choice("memory", "sqlite"),
-           "event log backend: sqlite (durable, default) or memory (lost on restart)",
-           group="log"),
-    Option("data_dir", "./athena-cdc-data", parse_str,
-           "directory of the sqlite log", group="log", metavar="DIR"),
-    Option("retention_events", 100_000, parse_int,
-           "events kept per channel; older ones are dropped", group="log", metavar="N",
-           check=_at_least(1)),
-    Option("retention_age", None, parse_optional_duration,
-           "drop events older than this (e.g. 7d, 12h); default: keep by count only",
-           group="log", metavar="AGE"),
-    Option("memory_limit", 512 * 1024**2, parse_size,
-           "bytes of events held in memory across all channels (memory store: the whole "
-           "log; sqlite: the cache of recent events)", group="log", metavar="SIZE",
-           check=_at_least(1024)),
-    Option("sqlite_synchronous", "full", choice("full", "normal"),
-           "full: every acknowledged event survives power loss; normal: survives a crash "
-           "of the server process but not of the machine (faster)", group="log"),
-    Option("publish_key", None, parse_str,
-           "if set, POST /events requires the header X-Athena-Key with this value",
-           metavar="KEY"),
-    Option("slow_consumer_limit", 4 * 1024**2, parse_size,
-           "unsent bytes after which a WebSocket client is closed with 4008",
-           metavar="SIZE", check=_at_least(1024)),
-    Option("ping_interval", 30.0, parse_duration,
-           "WebSocket ping interval; a peer that does not answer is dropped", metavar="DURATION"),
-    Option("shutdown_timeout", 10.0, parse_duration,
-           "on SIGTERM, time allowed to drain before closing", metavar="DURATION"),
+    Option(
+        "store",
+        "sqlite",
+        choice("memory", "sqlite"),
+        "event log backend: sqlite (durable, default) or memory (lost on restart)",
+        group="log",
+        metavar="{sqlite,memory}",
+    ),
+    Option(
+        "data_dir",
+        "./athena-cdc-data",
+        parse_str,
+        "directory of the sqlite log",
+        group="log",
+        metavar="DIR",
+    ),
+    Option(
+        "retention_events",
+        100_000,
+        parse_int,
+        "events kept per channel; older ones are dropped",
+        group="log",
+        metavar="N",
+        check=_at_least(1),
+    ),
+    Option(
+        "retention_age",
+        None,
+        parse_optional_duration,
+        "drop events older than this (e.g. 7d, 12h); default: keep by count only",
+        group="log",
+        metavar="AGE",
+    ),
+    Option(
+        "memory_limit",
+        512 * 1024**2,
+        parse_size,
+        "bytes of events held in memory across all channels (memory store: the whole "
+        "log; sqlite: the cache of recent events)",
+        group="log",
+        metavar="SIZE",
+        check=_at_least(1024),
+    ),
+    Option(
+        "sqlite_synchronous",
+        "full",
+        choice("full", "normal"),
+        "full: every acknowledged event survives power loss; normal: survives a crash "
+        "of the server process but not of the machine (faster)",
+        group="log",
+        metavar="{full,normal}",
+    ),
+    Option(
+        "publish_key",
+        None,
+        parse_str,
+        "if set, POST /events requires the header X-Athena-Key with this value",
+        metavar="KEY",
+    ),
+    Option(
+        "slow_consumer_limit",
+        4 * 1024**2,
+        parse_size,
+        "unsent bytes after which a WebSocket client is closed with 4008",
+        metavar="SIZE",
+        check=_at_least(1024),
+    ),
+    Option(
+        "client_rate_limit",
+        None,
+        lambda v: None if v in (None, "", "none") else float(v),
+        "messages per second a client may send (bursts of twice that); default: no limit",
+        metavar="N",
+        check=lambda v: None if v is None or v > 0 else "must be positive",
+    ),
+    Option(
+        "ping_interval",
+        30.0,
+        parse_duration,
+        "WebSocket ping interval; a peer that does not answer is dropped",
+        metavar="DURATION",
+    ),
+    Option(
+        "shutdown_timeout",
+        10.0,
+        parse_duration,
+        "on SIGTERM, time allowed to drain before closing",
+        metavar="DURATION",
+    ),
     Option("uvloop", True, parse_bool, "use uvloop when installed (true/false)", metavar="BOOL"),
-    Option("log_level", "info", choice("debug", "info", "warning", "error"),
-           "log verbosity", group="logging"),
-    Option("log_format", "text", choice("text", "json"),
-           "text for humans, json for log pipelines", group="logging"),
-    Option("source", [], parse_list,
-           "PostgreSQL to stream changes from, as postgresql://user:pass@host:port/db "
-           "(repeatable)", group="postgres", metavar="DSN", repeatable=True),
-    Option("pg_publication", "athena_cdc", parse_str,
-           "publication to read (created if absent)", group="postgres", metavar="NAME"),
-    Option("pg_slot", "athena_cdc", parse_str,
-           "logical replication slot (pgoutput; created if absent)", group="postgres",
-           metavar="NAME"),
-    Option("pg_tables", [], parse_list,
-           "tables of a newly created publication (a,b or schema.t); default: all tables",
-           group="postgres", metavar="LIST"),
-    Option("route_column", "organization_id", parse_str,
-           "column whose value names a row's channel", group="postgres", metavar="COLUMN"),
-    Option("default_channel", None, parse_str,
-           "channel for rows without a routing value (default: skip them)", group="postgres",
-           metavar="CHANNEL"),
+    Option(
+        "log_level",
+        "info",
+        choice("debug", "info", "warning", "error"),
+        "log verbosity",
+        group="logging",
+        metavar="{debug,info,warning,error}",
+    ),
+    Option(
+        "log_format",
+        "text",
+        choice("text", "json"),
+        "text for humans, json for log pipelines",
+        group="logging",
+        metavar="{text,json}",
+    ),
+    Option(
+        "source",
+        [],
+        parse_list,
+        "PostgreSQL to stream changes from, as postgresql://user:pass@host:port/db (repeatable)",
+        group="postgres",
+        metavar="DSN",
+        repeatable=True,
+    ),
+    Option(
+        "pg_publication",
+        "athena_cdc",
+        parse_str,
+        "publication to read (created if absent)",
+        group="postgres",
+        metavar="NAME",
+    ),
+    Option(
+        "pg_slot",
+        "athena_cdc",
+        parse_str,
+        "logical replication slot (pgoutput; created if absent)",
+        group="postgres",
+        metavar="NAME",
+    ),
+    Option(
+        "pg_tables",
+        [],
+        parse_list,
+        "tables of a newly created publication (a,b or schema.t); default: all tables",
+        group="postgres",
+        metavar="LIST",
+    ),
+    Option(
+        "route_column",
+        "organization_id",
+        parse_str,
+        "column whose value names a row's channel",
+        group="postgres",
+        metavar="COLUMN",
+    ),
+    Option(
+        "default_channel",
+        None,
+        parse_str,
+        "channel for rows without a routing value (default: skip them)",
+        group="postgres",
+        metavar="CHANNEL",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -197,6 +316,7 @@ class Settings:
     sqlite_synchronous: str = "full"
     publish_key: str | None = None
     slow_consumer_limit: int = 4 * 1024**2
+    client_rate_limit: float | None = None
     ping_interval: float = 30.0
     shutdown_timeout: float = 10.0
     uvloop: bool = True
@@ -216,12 +336,17 @@ class Settings:
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Add every option as a flag, grouped for ``--help``."""
     parser.add_argument(
-        "--config", metavar="FILE",
+        "--config",
+        metavar="FILE",
         help=f"TOML file of settings (keys as the flags, without --); env {ENV_PREFIX}CONFIG",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    titles = {"server": "server", "log": "event log", "logging": "logging",
-              "postgres": "PostgreSQL source"}
+    titles = {
+        "server": "server",
+        "log": "event log",
+        "logging": "logging",
+        "postgres": "PostgreSQL source",
+    }
     for option in OPTIONS:
         group = groups.get(option.group)
         if group is None:
@@ -238,9 +363,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def load_settings(
-    args: argparse.Namespace, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge flags, environment and config file into validated :class:`Settings`."""
     environ = os.environ if environ is None else environ
     config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")

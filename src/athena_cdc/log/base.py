@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from athena_cdc.protocol.frames import frame_header_length, text_frame
 from athena_cdc.protocol.messages import encode_event
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,25 @@ class NewEvent:
 class Event:
     """An event in the log.
 
-    ``message`` is the complete server message
-    ``{"organization_id":...,"data":{"seq":...,"ts_ms":...,"payload":...}}`` encoded
-    once, so fan-out and replay never encode JSON again.
+    ``frame`` is the complete WebSocket text frame of the server message
+    ``{"organization_id":...,"data":{"seq":...,"ts_ms":...,"payload":...}}``, built
+    once when the event is appended: server frames are unmasked, so these exact bytes
+    go to every subscriber and every replay without encoding anything again.
     """
 
     channel: str
     seq: int
     ts_ms: int
-    message: bytes
+    frame: bytes
 
     @classmethod
     def build(cls, channel: str, seq: int, ts_ms: int, payload: bytes) -> Event:
-        return cls(channel, seq, ts_ms, encode_event(channel, seq, ts_ms, payload))
+        return cls(channel, seq, ts_ms, text_frame(encode_event(channel, seq, ts_ms, payload)))
+
+    @property
+    def message(self) -> bytes:
+        """The JSON message inside the frame."""
+        return self.frame[frame_header_length(self.frame) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +142,10 @@ class EventLog(abc.ABC):
         self._listeners: list[AppendListener] = []
 
     # -- lifecycle -------------------------------------------------------------------
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook
         """Open storage, recover state. Called once before use."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush what is pending and release resources."""
 
     def add_listener(self, listener: AppendListener) -> None:

@@ -29,3 +29,9 @@ def close_frame(code: int, reason: str) -> bytes:
     """A close frame; the reason is cut to fit the 125-byte control-frame limit."""
     body = struct.pack("!H", code) + reason.encode()[:123]
     return _header(_CLOSE_FIN, len(body)) + body
+
+
+def frame_header_length(frame: bytes) -> int:
+    """Length of the header of an unmasked frame built by this module."""
+    size = frame[1] & 0x7F
+    return 2 if size < 126 else 4 if size == 126 else 10

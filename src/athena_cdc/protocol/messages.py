@@ -70,13 +70,13 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
     kind = obj.get("type")
     if kind is None and "subscribe_to_organization_id" in obj:
         # The original document's legacy form of subscribe.
-        return Subscribe(_channel(obj, "subscribe_to_organization_id", required=True))
+        return Subscribe(_required_channel(obj, "subscribe_to_organization_id"))
     if kind == "travel":
         return _parse_travel(obj)
     if kind == "subscribe":
-        return Subscribe(_channel(obj, "organization_id", required=True))
+        return Subscribe(_required_channel(obj, "organization_id"))
     if kind == "unsubscribe":
-        return Unsubscribe(_channel(obj, "organization_id", required=True))
+        return Unsubscribe(_required_channel(obj, "organization_id"))
     if kind == "ping":
         return Ping()
     if kind is None:
@@ -91,7 +91,7 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
 
 
 def _parse_travel(obj: dict[str, Any]) -> Travel:
-    channel = _channel(obj, "organization_id", required=False)
+    channel = _channel(obj, "organization_id")
     since_seq = _non_negative_int(obj, "since_seq")
     since_ts_ms = _non_negative_int(obj, "since_ts_ms")
     limit = DEFAULT_TRAVEL_LIMIT
@@ -120,11 +120,16 @@ def _non_negative_int(obj: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _channel(obj: dict[str, Any], name: str, *, required: bool) -> str | None:
+def _required_channel(obj: dict[str, Any], name: str) -> str:
+    channel = _channel(obj, name)
+    if channel is None:
+        raise ProtocolError("invalid_field", f'"{name}" is required.', name)
+    return channel
+
+
+def _channel(obj: dict[str, Any], name: str) -> str | None:
     value = obj.get(name)
     if value is None:
-        if required:
-            raise ProtocolError("invalid_field", f'"{name}" is required.', name)
         return None
     problem = channel_problem(value) if isinstance(value, str) else "must be a string"
     if problem:
@@ -174,7 +179,9 @@ def subscribed_message(client_id: str, channel: str | None = None) -> bytes:
                 "message": "Subscribed via X-Athena-Client header",
             }
         )
-    return orjson.dumps({"status": "subscribed", "client_id": client_id, "organization_id": channel})
+    return orjson.dumps(
+        {"status": "subscribed", "client_id": client_id, "organization_id": channel}
+    )
 
 
 def unsubscribed_message(client_id: str, channel: str) -> bytes:

@@ -1,0 +1,150 @@
+"""``athena-cdc``: the command line.
+
+athena-cdc serve [options]     run the server
+athena-cdc bench <scenario>    run a benchmark scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from athena_cdc import __version__
+from athena_cdc.config import ConfigError, Settings, add_options, load_settings
+
+log = logging.getLogger("athena_cdc")
+
+DESCRIPTION = """\
+Change-data-capture over WebSocket. Clients connect to ws://HOST:PORT/ws with the
+header X-Athena-Client: <name>, receive the events of that channel live, and replay
+what they missed with {"type":"travel",...}. Producers POST /events; PostgreSQL
+changes stream in with --source.
+"""
+
+SERVE_EPILOG = """\
+Every option can also be set with its ATHENA_CDC_* environment variable or in a TOML
+file given with --config (keys as the option names: port = 4053, store = "memory").
+Precedence: flag, then environment, then file, then default.
+
+examples:
+  athena-cdc serve                                 sqlite log in ./athena-cdc-data
+  athena-cdc serve --store memory --port 8080      nothing on disk
+  athena-cdc serve --source postgresql://app@localhost/app --default-channel misc
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="athena-cdc",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"athena-cdc {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the athena-cdc server (WebSocket and HTTP on one port).",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(serve)
+    commands.add_parser(
+        "bench",
+        help="run a benchmark scenario (see: athena-cdc bench --help)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from athena_cdc.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"athena-cdc: error: {exc}", file=sys.stderr)
+        return 2
+    return run_server(settings)
+
+
+def run_server(settings: Settings) -> int:
+    from athena_cdc.logging_setup import setup_logging
+    from athena_cdc.server.app import serve
+
+    setup_logging(settings.log_level, settings.log_format)
+    _raise_open_files_limit()
+    stop = asyncio.Event()
+
+    async def main_task() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stopper(stop, sig))
+        await serve(settings, stop)
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
+            runner.run(main_task())
+    except Exception as exc:
+        message = _startup_problem(exc)
+        if message is None:
+            raise
+        print(f"athena-cdc: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handler() -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", sig.name)
+            raise SystemExit(1)
+        log.info("%s received: draining", sig.name)
+        stop.set()
+
+    return handler
+
+
+def _startup_problem(exc: BaseException) -> str | None:
+    """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
+    from athena_cdc.log.sqlite import DataDirLocked
+
+    if isinstance(exc, DataDirLocked):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (98, 13, 99):  # in use, denied, bad addr
+        return f"cannot listen: {exc.strerror}. Choose another --port or --host."
+    if type(exc).__name__ == "SourceConfigError":
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc}"
+    return None
+
+
+def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _raise_open_files_limit() -> None:
+    # Each WebSocket client is a file descriptor; the default soft limit (1024) is low.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

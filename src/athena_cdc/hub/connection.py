@@ -1,0 +1,217 @@
+"""One WebSocket client's outbound side: coalesced writes, travel hold-back, slow readers.
+
+Everything the server sends to a client goes through :class:`Connection`, so order is
+the order of calls. Live events arrive as *batches*: the frames of consecutive events
+of one channel joined into one ``bytes`` object that the hub builds once and shares
+between all subscribers. A connection keeps references to those blobs and writes
+them with a single ``transport.write`` when the hub flushes it at the end of the
+event-loop tick: one system call per client per tick, however many events.
+
+While a travel is answered, live batches are *held* and released after the ack,
+minus the events the travel itself already sent, so the client sees each event once.
+
+A client whose unsent bytes pass ``limit`` is a slow consumer: it is closed with
+4008 and told to travel from its last seq; nothing is lost, the log has the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from athena_cdc.log.base import Event
+from athena_cdc.protocol.frames import text_frame
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER_CODE = 4008
+SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
+BULK_CHUNK_BYTES = 1 << 20  # travel replies are written in chunks of about this size
+CLOSE_GRACE_S = 5.0  # how long a closing client has to answer before the socket is dropped
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
+
+
+class Batch:
+    """Consecutive events of one channel and their frames joined once."""
+
+    __slots__ = ("blob", "channel", "events")
+
+    def __init__(self, channel: str, events: Sequence[Event], blob: bytes) -> None:
+        self.channel = channel
+        self.events = events
+        self.blob = blob
+
+
+class Connection:
+    __slots__ = (
+        "_drain",
+        "_held",
+        "_held_bytes",
+        "_on_dirty",
+        "_on_slow",
+        "_pending",
+        "_transport",
+        "_ws",
+        "channels",
+        "client_id",
+        "closing",
+        "dirty",
+        "limit",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        transport: Transport,
+        *,
+        limit: int,
+        on_dirty: Callable[[Connection], None],
+        on_slow: Callable[[Connection], None] = lambda conn: None,
+        ws: web.WebSocketResponse | None = None,
+        drain: Callable[[], object] | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.channels: set[str] = set()
+        self.limit = limit
+        self.dirty = False
+        self.closing = False
+        self._transport = transport
+        self._ws = ws
+        self._drain = drain
+        self._on_dirty = on_dirty
+        self._on_slow = on_slow
+        self._pending: list[bytes] = []
+        self._held: list[Batch] | None = None
+        self._held_bytes = 0
+
+    # -- queueing (event-loop thread, no awaits) -------------------------------------
+    def send(self, message: bytes) -> None:
+        """Queue one server message (JSON) behind everything queued before it."""
+        self._queue(text_frame(message))
+
+    def deliver(self, batch: Batch) -> None:
+        """Queue a batch of live events (hot path: called once per subscriber)."""
+        if self.closing:
+            return
+        held = self._held
+        if held is not None:
+            held.append(batch)
+            self._held_bytes += len(batch.blob)
+            if self._held_bytes > self.limit:
+                self.close_slow()
+            return
+        self._queue(batch.blob)
+
+    def _queue(self, data: bytes) -> None:
+        self._pending.append(data)
+        if not self.dirty:
+            self.dirty = True
+            self._on_dirty(self)
+
+    def flush(self) -> None:
+        """Write everything queued with one system call; close if the client lags."""
+        self.dirty = False
+        pending = self._pending
+        if not pending or self.closing:
+            pending.clear()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.limit:
+            self.close_slow()
+
+    # -- travel ----------------------------------------------------------------------
+    def hold(self) -> None:
+        """Hold live events back (a travel is being answered)."""
+        self.flush()  # what was queued before the travel goes out before it
+        self._held = []
+        self._held_bytes = 0
+
+    def release(self, replayed: dict[str, tuple[int, int]]) -> None:
+        """Queue the held events, skipping the seq range each channel's travel sent."""
+        held, self._held = self._held or [], None
+        self._held_bytes = 0
+        for batch in held:
+            seen = replayed.get(batch.channel)
+            if seen is None or not any(seen[0] <= e.seq <= seen[1] for e in batch.events):
+                self._queue(batch.blob)
+                continue
+            rest = [e for e in batch.events if not seen[0] <= e.seq <= seen[1]]
+            if rest:
+                self._queue(b"".join(e.frame for e in rest))
+
+    async def write_bulk(self, frames: Sequence[bytes]) -> None:
+        """Write a travel reply in large chunks, waiting for the socket between them."""
+        chunk: list[bytes] = []
+        size = 0
+        for frame in frames:
+            chunk.append(frame)
+            size += len(frame)
+            if size >= BULK_CHUNK_BYTES:
+                await self._write_and_drain(b"".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            await self._write_and_drain(b"".join(chunk))
+
+    async def _write_and_drain(self, data: bytes) -> None:
+        if self.closing or self._transport.is_closing():
+            raise ConnectionResetError("connection closed during travel")
+        self._transport.write(data)
+        if self._drain is not None:
+            drained = self._drain()
+            if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
+                await drained
+
+    # -- closing ---------------------------------------------------------------------
+    def close_slow(self) -> None:
+        if self.closing:
+            return
+        log.info(
+            "closing slow consumer %r (4008): %d bytes unsent",
+            self.client_id,
+            self._transport.get_write_buffer_size(),
+        )
+        self._on_slow(self)
+        self.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame after what is already written, then drop the socket."""
+        if self.closing:
+            return
+        self.closing = True
+        self._pending.clear()
+        self._held = None
+        if self._ws is not None:
+            task = asyncio.get_running_loop().create_task(self._close_ws(code, reason))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        else:
+            self._transport.abort()
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        assert self._ws is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._ws.close(code=code, message=reason.encode(), drain=False), CLOSE_GRACE_S
+            )
+        # A client that never reads keeps its unsent bytes in our buffer: drop them.
+        self._transport.abort()
+
+
+_background: set[asyncio.Task[None]] = set()

@@ -1,0 +1,166 @@
+"""The server: wires log, hub, sources and HTTP/WebSocket endpoints on one port.
+
+It owns no business rules; it builds the parts from :class:`Settings`, starts them
+in order (log, hub, endpoints, sources) and stops them in reverse, draining on the
+way: stop accepting, close clients with 1001, stop sources, flush the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from athena_cdc.config import Settings
+from athena_cdc.hub.hub import Hub
+from athena_cdc.log.base import EventLog
+from athena_cdc.log.memory import MemoryLog
+from athena_cdc.log.sqlite import SqliteLog
+from athena_cdc.metrics import Metrics
+from athena_cdc.server.ops import HealthCheck, OpsEndpoints
+from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
+from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_CODE = 1001
+SHUTDOWN_REASON = "server shutting down; reconnect and travel with since_seq = last seq received"
+
+
+class Source(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self) -> str | None: ...
+
+
+def make_log(settings: Settings) -> EventLog:
+    if settings.store == "memory":
+        return MemoryLog(
+            retention_events=settings.retention_events,
+            retention_age=settings.retention_age,
+            memory_limit=settings.memory_limit,
+        )
+    return SqliteLog(
+        settings.data_dir,
+        retention_events=settings.retention_events,
+        retention_age=settings.retention_age,
+        memory_limit=settings.memory_limit,
+        synchronous=settings.sqlite_synchronous,
+    )
+
+
+def make_sources(settings: Settings, event_log: EventLog, metrics: Metrics) -> list[Source]:
+    if not settings.source:
+        return []
+    from athena_cdc.sources.postgres import PostgresSource
+
+    sources: list[Source] = [PostgresSource(dsn, settings, event_log) for dsn in settings.source]
+    return sources
+
+
+class AthenaServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.log = make_log(settings)
+        self.hub = Hub(self.metrics)
+        self.sources: list[Source] = []
+        self.websocket = WebSocketEndpoint(
+            self.log,
+            self.hub,
+            self.metrics,
+            slow_consumer_limit=settings.slow_consumer_limit,
+            ping_interval=settings.ping_interval,
+            rate_limit=settings.client_rate_limit,
+        )
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.port = settings.port
+
+    def _build_app(self) -> web.Application:
+        checks: dict[str, HealthCheck] = {"log": self.log.health}
+        for source in self.sources:
+            checks[source.name] = source.health
+        ops = OpsEndpoints(self.metrics, checks)
+        publish = PublishEndpoint(self.log, self.metrics, self.settings.publish_key)
+        # The body limit is checked by the publish endpoint itself (JSON error); this
+        # one only stops aiohttp from buffering anything larger.
+        app = web.Application(client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES)
+        app.router.add_get("/ws", self.websocket.handle)
+        app.router.add_post("/events", publish.handle)
+        app.router.add_get("/health", ops.health)
+        app.router.add_get("/ready", ops.ready)
+        app.router.add_get("/metrics", ops.metrics_page)
+        return app
+
+    def _wire_metrics(self) -> None:
+        m = self.metrics
+        m.gauge_from(m.open_connections, lambda: len(self.hub.connections))
+        m.gauge_from(m.subscriptions, lambda: self.hub.subscription_count)
+        m.gauge_from(m.log_channels, lambda: self.log.stats().channels)
+        m.gauge_from(m.log_events, lambda: self.log.stats().events)
+        m.gauge_from(m.log_bytes, lambda: self.log.stats().bytes)
+
+    async def start(self) -> None:
+        await self.log.open()
+        self.log.add_listener(self.hub.on_append)
+        self.sources = make_sources(self.settings, self.log, self.metrics)
+        self._wire_metrics()
+        self._runner = web.AppRunner(
+            self._build_app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.settings.shutdown_timeout,
+        )
+        await self._runner.setup()
+        self._site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            backlog=8192,
+            reuse_address=True,
+        )
+        await self._site.start()
+        server: Any = self._site._server  # the asyncio.Server, for the bound port
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        for source in self.sources:
+            await source.start()
+        log.info(
+            "athena-cdc listening on ws://%s:%d/ws (store: %s%s)",
+            self.settings.host,
+            self.port,
+            self.settings.store,
+            f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
+        )
+
+    async def stop(self) -> None:
+        """Drain: refuse new clients, close the others with 1001, flush the log."""
+        log.info("shutting down: closing %d connections", len(self.hub.connections))
+        self.websocket.accepting = False
+        if self._site is not None:
+            await self._site.stop()
+        self.hub.close_all(SHUTDOWN_CODE, SHUTDOWN_REASON)
+        for source in self.sources:
+            try:
+                await source.stop()
+            except Exception:
+                log.exception("stopping source %s failed", source.name)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.log.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then drain."""
+    server = AthenaServer(settings)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,36 @@
+"""``/health``, ``/ready`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from athena_cdc.metrics import CONTENT_TYPE, Metrics
+
+HealthCheck = Callable[[], str | None]  # None when fine, else the reason
+
+
+class OpsEndpoints:
+    def __init__(self, metrics: Metrics, checks: dict[str, HealthCheck]) -> None:
+        self.metrics = metrics
+        self.checks = checks
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"}, 200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        problems = {name: reason for name, check in self.checks.items() if (reason := check())}
+        if problems:
+            return _json({"status": "unavailable", "reasons": problems}, 503)
+        return _json({"status": "ready"}, 200)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+
+def _json(body: object, status: int) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

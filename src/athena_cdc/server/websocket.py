@@ -1,0 +1,189 @@
+"""``GET /ws``: the WebSocket side of the protocol.
+
+The handler reads client messages one at a time, so travels on one connection are
+answered in the order asked. Everything it sends goes through the connection's
+queue (see :mod:`athena_cdc.hub.connection`), which keeps the order of messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from athena_cdc.hub.connection import Connection
+from athena_cdc.hub.hub import Hub
+from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
+from athena_cdc.metrics import Metrics
+from athena_cdc.protocol import messages as m
+from athena_cdc.protocol.handshake import CLIENT_HEADER, HandshakeRejected, client_name
+from athena_cdc.server.rate_limit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class WebSocketEndpoint:
+    def __init__(
+        self,
+        event_log: EventLog,
+        hub: Hub,
+        metrics: Metrics,
+        *,
+        slow_consumer_limit: int,
+        ping_interval: float,
+        rate_limit: float | None = None,
+    ) -> None:
+        self.log = event_log
+        self.hub = hub
+        self.metrics = metrics
+        self.slow_consumer_limit = slow_consumer_limit
+        self.ping_interval = ping_interval
+        self.rate_limit = rate_limit
+        self.accepting = True
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            name = client_name(request.headers.get(CLIENT_HEADER), request.query.get("client"))
+        except HandshakeRejected as rejected:
+            self.metrics.rejected_upgrades.inc()
+            return web.json_response(rejected.body(), status=400, dumps=_dumps)
+        if not self.accepting:
+            return web.json_response(
+                {
+                    "error": "Shutting down",
+                    "message": "The server is shutting down.",
+                    "hint": "Reconnect in a moment, to this or another node.",
+                },
+                status=503,
+                dumps=_dumps,
+            )
+        ws = web.WebSocketResponse(
+            compress=False,  # frames must be the same bytes for every subscriber
+            heartbeat=self.ping_interval,
+            max_msg_size=MAX_MESSAGE_BYTES,
+            decode_text=False,
+        )
+        if not ws.can_prepare(request).ok:
+            self.metrics.rejected_upgrades.inc()
+            return web.json_response(
+                {
+                    "error": "WebSocket upgrade required",
+                    "message": "GET /ws must be a WebSocket upgrade request.",
+                    "hint": "Connect with a WebSocket client to ws://<host>:<port>/ws.",
+                },
+                status=426,
+                dumps=_dumps,
+            )
+        writer = await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        conn = Connection(
+            name,
+            transport,
+            limit=self.slow_consumer_limit,
+            on_dirty=self.hub.mark_dirty,
+            on_slow=lambda _: self.metrics.slow_consumer_closes.inc(),
+            ws=ws,
+            drain=writer.drain,
+        )
+        self.metrics.connections_total.inc()
+        self.hub.add(conn)
+        try:
+            # Subscribe and queue "subscribed" in one step: no event can slip between.
+            self.hub.subscribe(conn, name)
+            conn.send(m.subscribed_message(name))
+            await self._serve(ws, conn)
+        finally:
+            self.hub.remove(conn)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+        limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
+        async for msg in ws:
+            if conn.closing:
+                continue  # closing: read on until the close handshake ends
+            if limiter is not None and not limiter.allow():
+                self._error(
+                    conn,
+                    m.ProtocolError(
+                        "rate_limited",
+                        f"Too many messages; at most {self.rate_limit:g} per second.",
+                    ),
+                )
+                continue
+            if msg.type is WSMsgType.TEXT:
+                await self._on_text(conn, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                self._error(
+                    conn,
+                    m.ProtocolError(
+                        "invalid_message", "Binary frames are not accepted; send JSON text frames."
+                    ),
+                )
+            elif msg.type is WSMsgType.ERROR:
+                log.debug("client %r: %s", conn.client_id, ws.exception())
+
+    async def _on_text(self, conn: Connection, data: bytes | str) -> None:
+        try:
+            message = m.parse_client_message(data)
+        except m.ProtocolError as error:
+            self._error(conn, error)
+            return
+        if isinstance(message, m.Travel):
+            await self._travel(conn, message)
+        elif isinstance(message, m.Subscribe):
+            self.hub.subscribe(conn, message.organization_id)
+            conn.send(m.subscribed_message(conn.client_id, message.organization_id))
+        elif isinstance(message, m.Unsubscribe):
+            self.hub.unsubscribe(conn, message.organization_id)
+            conn.send(m.unsubscribed_message(conn.client_id, message.organization_id))
+        else:
+            conn.send(m.PONG_MESSAGE)
+
+    def _error(self, conn: Connection, error: m.ProtocolError) -> None:
+        self.metrics.client_errors.labels(error.code).inc()
+        conn.send(error.to_message())
+
+    async def _travel(self, conn: Connection, travel: m.Travel) -> None:
+        started = time.perf_counter()
+        channels = (
+            (travel.organization_id,) if travel.organization_id else tuple(sorted(conn.channels))
+        )
+        query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit)
+        conn.hold()
+        replayed: dict[str, tuple[int, int]] = {}
+        try:
+            try:
+                result = await self.log.travel(query)
+            except StorageUnavailable as exc:
+                self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
+                return
+            for event in result.events:
+                low, high = replayed.get(event.channel, (event.seq, event.seq))
+                replayed[event.channel] = (min(low, event.seq), max(high, event.seq))
+            await conn.write_bulk([event.frame for event in result.events])
+            conn.send(
+                m.travel_complete_message(
+                    travel,
+                    count=len(result.events),
+                    has_more=result.has_more,
+                    gaps=[
+                        {"organization_id": g.channel, "from_seq": g.from_seq, "to_seq": g.to_seq}
+                        for g in result.gaps
+                    ],
+                )
+            )
+            self.metrics.replayed.inc(len(result.events))
+            self.metrics.travel_seconds.observe(time.perf_counter() - started)
+        except ConnectionError:
+            pass  # the client went away mid-reply
+        finally:
+            conn.release(replayed)
+
+
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj).decode()
