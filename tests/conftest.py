@@ -29,3 +29,11 @@ async def server(store: str, tmp_path: Path) -> AsyncIterator[AthenaServer]:
 async def memory_server(tmp_path: Path) -> AsyncIterator[AthenaServer]:
     async with running_server(store="memory") as srv:
         yield srv
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is a failed test here: CI must not pass by not running things."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        reporter.write_line("skipped tests count as failures (see tests/conftest.py)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
