@@ -1,0 +1,71 @@
+"""Which channel a change belongs to.
+
+Rules, first match wins:
+
+1. the table has an override (``[tables."schema.table"] channel = "..."`` in the
+   config file): every change of that table goes to that channel;
+2. the row's routing column (``route_column``, default ``organization_id``): its
+   text form is the channel -- taken from the new row, or for a delete from the old
+   row (present there only with REPLICA IDENTITY FULL or when the column is part of
+   the replica identity);
+3. ``default_channel`` when set;
+4. otherwise the change is skipped: counted, and logged once per table.
+
+A truncate has no rows, so only rules 1, 3 and 4 apply to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from athena_cdc.protocol.messages import channel_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Router:
+    route_column: str
+    default_channel: str | None = None
+    table_channels: dict[str, str] = field(default_factory=dict)  # "schema.table" → channel
+    _warned: set[tuple[str, str]] = field(default_factory=set)
+
+    def table_channel(self, table: str) -> str | None:
+        """The override for ``table`` ("schema.table"), if any."""
+        return self.table_channels.get(table)
+
+    def channel_for(self, table: str, value: bytes | None) -> str | None:
+        """Channel of a row of ``table`` whose routing column holds ``value``.
+
+        ``value`` is the column's text form, ``None`` when the column is absent, NULL,
+        or not sent. Returns ``None`` when the row is to be skipped.
+        """
+        if value:
+            channel = value.decode()
+            problem = channel_problem(channel)
+            if problem is None:
+                return channel
+            self._warn_once(
+                table, "invalid", f"a {self.route_column} value {problem} ({channel[:60]!r})"
+            )
+        if self.default_channel is not None:
+            return self.default_channel
+        self._warn_once(table, "missing", f"rows without a usable {self.route_column} are skipped "
+                               "(no default channel)")
+        return None
+
+    def truncate_channel(self, table: str) -> str | None:
+        channel = self.table_channels.get(table, self.default_channel)
+        if channel is None:
+            self._warn_once(
+                table, "truncate", "truncate skipped: no table override, no default channel"
+            )
+        return channel
+
+    def _warn_once(self, table: str, kind: str, reason: str) -> None:
+        # A busy table without a routing column would otherwise flood the log.
+        key = (table, kind)
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("postgres source: table %s: %s (logged once per table)", table, reason)

@@ -1,0 +1,313 @@
+"""PostgresSource: PostgreSQL changes, exactly once, into the event log.
+
+Pieces and the path of a change::
+
+    PostgreSQL slot ─▶ reader thread ─▶ assembler ─▶ hand-off ─▶ consumer task ─▶ EventLog
+                        (psycopg2)      (decode,      (bounded)   (group commit,
+                          ▲              route)                    position in the
+                          └──── feedback: flush LSN = durable ◀────── same write)
+
+Exactly once: every append carries the position it brings the log to
+(:class:`~athena_cdc.log.base.SourcePosition`, same durable write). On (re)start the
+reader is told that position, and what the slot sends again at or before it is
+decoded only to move past it. The flush LSN confirmed to PostgreSQL trails the log,
+so the slot never forgets a change the log does not have.
+
+Failures: PostgreSQL down, restarting or dropping the connection → :meth:`health`
+says so, and the source reconnects with exponential backoff (0.5 s → 30 s) and
+resumes from the slot. The log failing → the same batch is retried (it is all or
+nothing) while the bounded hand-off stops the reader, and :meth:`health` says so.
+Misconfiguration found at :meth:`start` → :class:`SourceConfigError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from athena_cdc.config import Settings
+from athena_cdc.log.base import EventLog, NewEvent, SourcePosition
+from athena_cdc.sources.postgres.assembler import Chunk, TransactionAssembler
+from athena_cdc.sources.postgres.errors import SourceConfigError, SourceError
+from athena_cdc.sources.postgres.handoff import Handoff
+from athena_cdc.sources.postgres.lsn import Position, format_lsn
+from athena_cdc.sources.postgres.provision import Target, describe, provision
+from athena_cdc.sources.postgres.reader import Progress, ReplicationReader
+from athena_cdc.sources.postgres.routing import Router
+
+log = logging.getLogger(__name__)
+
+class PostgresSource:
+    """Streams one PostgreSQL database's changes into ``log``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        settings: Settings,
+        log: EventLog,
+        *,
+        chunk_events: int = 5000,
+        chunk_bytes: int = 4 * 1024 * 1024,
+        handoff_bytes: int = 16 * 1024 * 1024,
+        append_max_events: int = 10_000,
+        append_max_bytes: int = 8 * 1024 * 1024,
+        feedback_interval: float = 1.0,
+        status_interval: float = 10.0,
+        busy_grace: float = 10.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.log = log
+        self.name = f"postgres:{describe(dsn)}/{settings.pg_slot}"
+        self.target = Target(settings.pg_slot, settings.pg_publication, tuple(settings.pg_tables))
+        self.router = Router(settings.route_column, settings.default_channel,
+                             dict(settings.pg_table_channels))
+        self.chunk_events = chunk_events
+        self.chunk_bytes = chunk_bytes
+        self.handoff_bytes = handoff_bytes
+        self.append_max_events = append_max_events
+        self.append_max_bytes = append_max_bytes
+        self.feedback_interval = feedback_interval
+        self.status_interval = status_interval
+        self.busy_grace = busy_grace
+        self.max_backoff = max_backoff
+
+        # -- metrics (read them, do not write them) --
+        self.rows_applied = 0  # row changes appended to the log (a truncate counts once)
+        self.rows_skipped = 0  # row changes without a channel
+        self.events_appended = 0  # events appended (a row that changed channel makes two)
+        self.transactions = 0  # transactions completely applied
+        self.last_commit_lag_seconds: float | None = None  # commit in PG → durable in log
+        self.last_commit_lsn: str | None = None
+        self.reconnects = 0
+        self.append_failures = 0
+
+        self.progress = Progress()
+        self.handoff: Handoff | None = None
+        self.position_key: str | None = None  # "postgres:<system id>/<slot>"
+        self._applied: Position | None = None
+        self._reader: ReplicationReader | None = None
+        self._reader_done: asyncio.Future[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set while nothing handed over waits to be applied
+        self._stopping = False
+        self._health: str | None = "not started"
+        self._append_error: str | None = None
+
+    # -- public API ----------------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """None while streaming; else why not (for ``/ready``)."""
+        return self._append_error or self._health
+
+    @property
+    def applied_position(self) -> str | None:
+        return None if self._applied is None else str(self._applied)
+
+    async def start(self) -> None:
+        """Check PostgreSQL, create publication and slot, and start streaming.
+
+        Raises :class:`SourceConfigError` if PostgreSQL is set up so that this cannot
+        work. If PostgreSQL cannot be reached, returns anyway with :meth:`health`
+        saying why, and keeps trying in the background.
+        """
+        loop = asyncio.get_running_loop()
+        self.handoff = Handoff(loop, self.handoff_bytes)
+        self._consumer = loop.create_task(self._consume(), name=f"{self.name} consumer")
+        self._health = "connecting"
+        try:
+            await self._open(busy_grace=self.busy_grace)
+        except SourceConfigError:
+            await self._cancel(self._consumer)
+            raise
+        except SourceError as exc:
+            self._health = f"{self.name}: {exc}; retrying"
+            log.warning("%s: cannot start streaming yet: %s", self.name, exc)
+        self._supervisor = loop.create_task(self._supervise(), name=f"{self.name} supervisor")
+
+    async def stop(self) -> None:
+        """Stop streaming; what was received is made durable first, when the log allows."""
+        self._stopping = True
+        if self._reader is not None:
+            self._reader.stop()
+        if self._reader_done is not None:
+            # The thread ends within seconds (it waits at most 5 s for the log).
+            await asyncio.wait([self._reader_done], timeout=15)
+        await self._cancel(self._supervisor)
+        if self.handoff is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), 5)
+        await self._cancel(self._consumer)
+        self._health = "stopped"
+
+    # -- connecting ----------------------------------------------------------------------
+
+    async def _open(self, busy_grace: float) -> None:
+        """Provision, connect, resume from the log's position, and start the reader."""
+        await asyncio.to_thread(provision, self.dsn, self.target, busy_grace)
+        assert self.handoff is not None
+        reader = ReplicationReader(
+            self.dsn, self.target.slot, self.target.publication, self.handoff, self.progress,
+            self.feedback_interval, self.status_interval,
+        )
+        system_id = await asyncio.to_thread(reader.connect)
+        if self._stopping:
+            reader.close()
+            raise asyncio.CancelledError
+        key = f"postgres:{system_id}/{self.target.slot}"
+        if key != self.position_key:
+            recorded = await self.log.get_position(key)
+            self.position_key = key
+            self._applied = Position.parse(recorded) if recorded else None
+            log.info("%s: resuming after %s", self.name, recorded or "nothing (new)")
+        assembler = TransactionAssembler(
+            self.router, _unset_emit, self._applied, self.chunk_events, self.chunk_bytes
+        )
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
+        thread = threading.Thread(
+            target=self._run_reader, args=(loop, reader, assembler, started, done),
+            name=f"athena-cdc {self.name}", daemon=True,
+        )
+        self._reader, self._reader_done = reader, done
+        thread.start()
+        await asyncio.wait([started, done], return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            exc = done.exception()
+            raise exc if exc is not None else SourceError("replication ended at once")
+        self._health = None
+        log.info("%s: streaming from slot %s", self.name, self.target.slot)
+
+    @staticmethod
+    def _run_reader(
+        loop: asyncio.AbstractEventLoop,
+        reader: ReplicationReader,
+        assembler: TransactionAssembler,
+        started: asyncio.Future[None],
+        done: asyncio.Future[None],
+    ) -> None:
+        def resolve(future: asyncio.Future[None], exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+
+        def on_started() -> None:
+            loop.call_soon_threadsafe(resolve, started, None)
+
+        try:
+            reader.run(assembler, on_started)
+        except BaseException as exc:  # handed to the loop, which decides what to do
+            loop.call_soon_threadsafe(resolve, done, exc)
+        else:
+            loop.call_soon_threadsafe(resolve, done, None)
+
+    async def _supervise(self) -> None:
+        """Reconnect after the stream breaks, with exponential backoff."""
+        backoff = 0.5
+        while not self._stopping:
+            done = self._reader_done
+            if done is not None and self._health is None:
+                try:
+                    await asyncio.shield(done)
+                    reason = "replication stream ended"
+                except SourceError as exc:
+                    reason = str(exc)
+                except Exception as exc:
+                    log.exception("%s: reader failed", self.name)
+                    reason = f"reader failed: {exc!r}"
+                if self._stopping:
+                    return
+                self.reconnects += 1
+                self._health = f"{self.name}: {reason}; reconnecting"
+                log.warning("%s: %s; reconnecting", self.name, reason)
+                backoff = 0.5
+            # A new reader resumes from what is durable: apply what the old one handed over.
+            await self._drained()
+            await asyncio.sleep(backoff)
+            try:
+                await self._open(busy_grace=0)
+            except SourceError as exc:
+                self._health = f"{self.name}: {exc}; retrying in {backoff * 2:g}s"
+                level = logging.ERROR if isinstance(exc, SourceConfigError) else logging.WARNING
+                log.log(level, "%s: %s", self.name, exc)
+                backoff = min(backoff * 2, self.max_backoff)
+                self._reader_done = None
+
+    async def _drained(self) -> None:
+        """Wait until everything handed over has been applied."""
+        # Only called once the reader has ended, so nothing new arrives meanwhile.
+        await self._idle.wait()
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[None] | None) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- applying ------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        """Append handed-over chunks in order, several transactions per durable write."""
+        assert self.handoff is not None
+        while True:
+            if not len(self.handoff):
+                self._idle.set()
+            batch = await self.handoff.get_batch(self.append_max_events, self.append_max_bytes)
+            self._idle.clear()
+            await self._apply(batch)
+
+    async def _apply(self, batch: Sequence[Chunk]) -> None:
+        # Chunks are in commit order, so the batch brings the log to the last one's position.
+        position = batch[-1].position
+        events = [event for chunk in batch for event in chunk.events]
+        if events:
+            assert self.position_key is not None
+            await self._append(events, SourcePosition(self.position_key, str(position)))
+        if self._applied is None or position > self._applied:
+            self._applied = position
+        for chunk in batch:
+            self.rows_applied += chunk.routed
+            self.rows_skipped += chunk.skipped
+            if chunk.end_lsn is not None:
+                if not chunk.replayed:
+                    self.transactions += 1
+                self.progress.durable_end_lsn = max(self.progress.durable_end_lsn, chunk.end_lsn)
+        self.events_appended += len(events)
+        last = batch[-1]
+        self.last_commit_lsn = format_lsn(last.position.commit_lsn)
+        if not last.replayed:
+            self.last_commit_lag_seconds = max(0.0, time.time() - last.commit_ts_us / 1e6)
+
+    async def _append(self, events: list[NewEvent], position: SourcePosition) -> None:
+        """Append, retrying the same all-or-nothing batch until the log takes it."""
+        delay = 0.1
+        while True:
+            try:
+                await self.log.append(events, position=position)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.append_failures += 1
+                self._append_error = f"{self.name}: event log append failed: {exc}"
+                log.warning("%s; retrying in %gs", self._append_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                self._append_error = None
+                return
+
+
+def _unset_emit(chunk: Chunk) -> None:  # replaced by the reader before any message
+    raise RuntimeError("assembler used before the reader set its emit callback")
+
