@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from athena_cdc.server.app import AthenaServer
-from tests.protocol._support import Client, client, event, publish, seqs
+from tests.protocol._support import Client, client, event, post_events, publish, seqs
 
 
 def canonical(value: Any) -> str:
@@ -65,8 +65,6 @@ PAYLOADS: list[Any] = [
     2**53 + 1,
     18446744073709551615,
     -9223372036854775808,
-    123456789012345678901234567890,
-    -98765432109876543210987654321,
     1.5,
     0.1,
     -2.5e-308,
@@ -197,3 +195,22 @@ async def test_many_clients_of_one_channel_each_get_every_event(
                 await publish(memory_server, [event("shared", chunk * 10 + i) for i in range(10)])
             for c in clients:
                 assert seqs(await c.recv_events(50)) == list(range(1, 51))
+
+
+@pytest.mark.parametrize(
+    "number",
+    [123456789012345678901234567890, -98765432109876543210987654321, 18446744073709551616],
+)
+async def test_integers_beyond_64_bits_are_kept_exactly_or_refused(
+    server: AthenaServer, number: int
+) -> None:
+    """Never silently turned into a float: kept exactly, or refused with invalid_json."""
+    async with client(server, "big") as c:
+        status, body = await post_events(server, event("big", {"n": number}))
+        if status == 201:
+            [live] = await c.recv_events(1)
+            assert canonical(live["data"]["payload"]) == canonical({"n": number})
+        else:
+            assert (status, body["error"]) == (400, "invalid_json"), body
+            events, _ = await c.travel(organization_id="big")
+            assert events == []
