@@ -1,0 +1,277 @@
+"""POST /events and the operational endpoints /health, /ready, /metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from athena_cdc.config import Settings
+from athena_cdc.server.app import AthenaServer
+from tests.protocol._support import (
+    client,
+    event,
+    get,
+    metric,
+    post_events,
+    publish,
+    seqs,
+)
+from tests.support.servers import http_url, running_server
+
+
+async def travel_all(server: AthenaServer, channel: str) -> list[int]:
+    async with client(server, "reader") as c:
+        events, _ = await c.travel(organization_id=channel, since_seq=0, limit=50_000)
+        return seqs(events)
+
+
+async def test_single_event_is_201_with_its_seq(server: AthenaServer) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            http_url(server, "/events"), json={"organization_id": "a", "payload": {"x": 1}}
+        ) as response,
+    ):
+        assert response.status == 201
+        assert response.content_type == "application/json"
+        text = await response.text()
+    body = json.loads(text)
+    assert list(body) == ["events"]
+    [only] = body["events"]
+    assert list(only) == ["organization_id", "seq", "ts_ms"]
+    assert only["organization_id"] == "a" and only["seq"] == 1
+    assert isinstance(only["ts_ms"], int) and only["ts_ms"] > 1_600_000_000_000
+
+
+async def test_array_is_201_with_seqs_in_input_order(server: AthenaServer) -> None:
+    await publish(server, event("b", 0))
+    answer = await publish(
+        server, [event("a", 1), event("b", 2), event("a", 3), event("c", 4), event("b", 5)]
+    )
+    assert [(e["organization_id"], e["seq"]) for e in answer] == [
+        ("a", 1),
+        ("b", 2),
+        ("a", 2),
+        ("c", 1),
+        ("b", 3),
+    ]
+    assert len({e["ts_ms"] for e in answer}) >= 1
+    async with client(server, "a") as c:
+        events, _ = await c.travel(organization_id="a")
+        assert [e["data"]["payload"] for e in events] == [1, 3]
+        assert [e["data"]["ts_ms"] for e in events] == [answer[0]["ts_ms"], answer[2]["ts_ms"]]
+
+
+async def test_empty_array_is_201_with_no_events(server: AthenaServer) -> None:
+    assert await publish(server, []) == []
+
+
+async def test_other_keys_of_an_event_are_ignored(server: AthenaServer) -> None:
+    [answer] = await publish(server, {"organization_id": "a", "payload": 1, "extra": True})
+    assert answer["seq"] == 1
+
+
+async def test_null_payload_is_an_event(server: AthenaServer) -> None:
+    [answer] = await publish(server, {"organization_id": "a", "payload": None})
+    assert answer["seq"] == 1
+
+
+BAD_BODIES: list[tuple[str, bytes, str]] = [
+    ("not json", b"{organization_id: a}", "invalid_json"),
+    ("empty body", b"", "invalid_json"),
+    ("truncated", b'{"organization_id":"a","payload":', "invalid_json"),
+    ("number", b"5", "invalid_event"),
+    ("string", b'"event"', "invalid_event"),
+    ("null", b"null", "invalid_event"),
+    ("missing organization_id", b'{"payload":1}', "invalid_event"),
+    ("null organization_id", b'{"organization_id":null,"payload":1}', "invalid_event"),
+    ("numeric organization_id", b'{"organization_id":5,"payload":1}', "invalid_event"),
+    ("empty organization_id", b'{"organization_id":"","payload":1}', "invalid_event"),
+    (
+        "long organization_id",
+        b'{"organization_id":"' + b"x" * 257 + b'","payload":1}',
+        "invalid_event",
+    ),
+    ("control organization_id", b'{"organization_id":"a\\u0007","payload":1}', "invalid_event"),
+    ("missing payload", b'{"organization_id":"a"}', "invalid_event"),
+    ("array with a number", b'[{"organization_id":"a","payload":1}, 5]', "invalid_event"),
+    (
+        "array with missing payload",
+        b'[{"organization_id":"a","payload":1},{"organization_id":"a"}]',
+        "invalid_event",
+    ),
+    ("nested array", b'[[{"organization_id":"a","payload":1}]]', "invalid_event"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"), [c[1:] for c in BAD_BODIES], ids=[c[0] for c in BAD_BODIES]
+)
+async def test_bad_body_is_400_json_and_appends_nothing(
+    server: AthenaServer, body: bytes, code: str
+) -> None:
+    status, answer = await post_events(server, data=body)
+    assert status == 400, answer
+    assert answer["error"] == code
+    assert isinstance(answer["message"], str) and answer["message"]
+    assert await travel_all(server, "a") == []
+    [first] = await publish(server, event("a", "ok"))
+    assert first["seq"] == 1, "a rejected request must not use up seqs"
+
+
+async def test_one_bad_item_rejects_the_whole_array(server: AthenaServer) -> None:
+    await publish(server, event("a", "before"))
+    items: list[Any] = [event("a", i) for i in range(50)]
+    items.insert(30, {"organization_id": "a"})
+    status, answer = await post_events(server, items)
+    assert status == 400 and answer["error"] == "invalid_event"
+    assert answer["index"] == 30
+    assert "30" in answer["message"]
+    assert await travel_all(server, "a") == [1]
+    [after] = await publish(server, event("a", "after"))
+    assert after["seq"] == 2
+
+
+async def test_more_than_10000_events_is_413_and_appends_nothing(server: AthenaServer) -> None:
+    status, answer = await post_events(server, [event("a", i) for i in range(10_001)])
+    assert status == 413 and answer["error"] == "too_many_events", answer
+    assert isinstance(answer["message"], str) and answer["message"]
+    assert await travel_all(server, "a") == []
+    assert len(await publish(server, [event("a", i) for i in range(10_000)])) == 10_000
+
+
+def body_of_size(size: int) -> bytes:
+    """One valid event whose JSON body is exactly ``size`` bytes."""
+    head, tail = b'{"organization_id":"a","payload":"', b'"}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+async def test_body_of_10_mib_is_accepted(memory_server: AthenaServer) -> None:
+    status, answer = await post_events(memory_server, data=body_of_size(10 * 1024 * 1024))
+    assert status == 201, answer
+
+
+@pytest.fixture
+async def quick_stop_server() -> AsyncIterator[AthenaServer]:
+    """A memory server that does not wait long for half-read uploads when it stops."""
+    async with running_server(store="memory", shutdown_timeout=0.5) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("extra", [1, 1024, 2 * 1024 * 1024])
+async def test_body_over_10_mib_is_413_json(quick_stop_server: AthenaServer, extra: int) -> None:
+    status, answer = await post_events(
+        quick_stop_server, data=body_of_size(10 * 1024 * 1024 + extra)
+    )
+    assert status == 413 and answer["error"] == "body_too_large", answer
+    assert isinstance(answer["message"], str) and answer["message"]
+    assert await travel_all(quick_stop_server, "a") == []
+
+
+async def test_stopping_is_prompt_after_rejecting_a_large_body() -> None:
+    """A 413 sent before the body was read must not hold the drain for shutdown_timeout."""
+    server = AthenaServer(Settings(port=0, store="memory", shutdown_timeout=4.0))
+    await server.start()
+    try:
+        status, _ = await post_events(server, data=body_of_size(11 * 1024 * 1024))
+        assert status == 413
+    finally:
+        started = time.monotonic()
+        await server.stop()
+    assert time.monotonic() - started < 2.0
+
+
+async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("extra", [1, 1024, 2 * 1024 * 1024])
+async def test_chunked_body_over_10_mib_is_413_json(
+    quick_stop_server: AthenaServer, extra: int
+) -> None:
+    """Without Content-Length the limit must hold too."""
+    data = body_of_size(10 * 1024 * 1024 + extra)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            http_url(quick_stop_server, "/events"),
+            data=chunks(data),
+            headers={"Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 413, await response.text()
+        assert response.content_type == "application/json"
+        assert (await response.json())["error"] == "body_too_large"
+    assert await travel_all(quick_stop_server, "a") == []
+
+
+async def test_publish_key_is_required_when_configured() -> None:
+    async with running_server(store="memory", publish_key="s3cret") as srv:
+        for key in (None, "", "wrong", "s3cret2", "S3CRET"):
+            status, answer = await post_events(srv, event("a", 1), key=key)
+            assert status == 401, (key, answer)
+            assert answer["error"] == "unauthorized" and answer["message"]
+        assert await travel_all(srv, "a") == []
+        status, answer = await post_events(srv, event("a", 1), key="s3cret")
+        assert status == 201 and answer["events"][0]["seq"] == 1
+        # The key is checked before the body: a bad body without a key is still 401.
+        status, _ = await post_events(srv, data=b"not json")
+        assert status == 401
+
+
+async def test_no_key_is_needed_when_none_is_configured(memory_server: AthenaServer) -> None:
+    status, _ = await post_events(memory_server, event("a", 1), key="anything")
+    assert status == 201
+
+
+async def test_health_and_ready(server: AthenaServer) -> None:
+    status, content_type, text = await get(server, "/health")
+    assert status == 200 and content_type.startswith("application/json")
+    assert json.loads(text)["status"] == "ok"
+    status, content_type, text = await get(server, "/ready")
+    assert status == 200 and content_type.startswith("application/json")
+    assert json.loads(text) == {"status": "ready"}
+
+
+async def test_metrics_page_is_prometheus_text(server: AthenaServer) -> None:
+    async with client(server, "m") as c:
+        await publish(server, [event("m", i) for i in range(3)])
+        await c.recv_events(3)
+        await c.travel()
+        status, content_type, text = await get(server, "/metrics")
+        assert status == 200
+        assert content_type.startswith("text/plain")
+        names = {
+            line.split("{")[0].split()[0]
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        for name in (
+            "athena_cdc_connections_total",
+            "athena_cdc_open_connections",
+            "athena_cdc_events_delivered_total",
+            "athena_cdc_events_replayed_total",
+            "athena_cdc_travel_seconds_bucket",
+            "athena_cdc_travel_seconds_count",
+            "athena_cdc_travel_seconds_sum",
+            "athena_cdc_slow_consumer_closes_total",
+            "athena_cdc_log_events",
+            "athena_cdc_log_bytes",
+        ):
+            assert name in names, (name, sorted(names))
+        assert all(n.startswith("athena_cdc_") for n in names), names
+        assert await metric(server, "athena_cdc_open_connections") == 1
+        assert await metric(server, "athena_cdc_connections_total") >= 1
+        assert await metric(server, "athena_cdc_events_delivered_total") == 3
+        assert await metric(server, "athena_cdc_events_replayed_total") == 3
+        assert await metric(server, "athena_cdc_travel_seconds_count") == 1
+        assert await metric(server, "athena_cdc_slow_consumer_closes_total") == 0
+        assert await metric(server, "athena_cdc_log_events") == 3
+        assert await metric(server, "athena_cdc_log_channels") == 1
+        assert await metric(server, "athena_cdc_log_bytes") > 0
