@@ -1,0 +1,133 @@
+"""``athena-cdc bench`` / ``python -m athena_cdc.bench``: run scenarios, print, save, plot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from athena_cdc.bench import charts, report
+from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
+from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
+from athena_cdc.bench.servers import SERVER_KINDS, repo_root
+from athena_cdc.bench.verdicts import judge
+
+ORDER = ("burst", "steady", "spread", "travel", "idle", "storm", "slow")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="athena-cdc bench",
+        description="Benchmark athena-cdc against a Node.js ws and a naive Python "
+                    "websockets server, on this machine, with the same load generator.")
+    p.add_argument("scenario", choices=[*ORDER, "all"], help="what to run")
+    p.add_argument("--server", choices=[*SERVER_KINDS, "all"], action="append",
+                   help="server(s) to run (repeatable) [default: all]")
+    p.add_argument("--store", choices=["memory", "sqlite", "both"],
+                   help="athena-cdc store [default: per scenario; steady and travel: both]")
+    p.add_argument("--json", action="store_true",
+                   help="save bench/results/<scenario>-<time>.json and update latest.json")
+    p.add_argument("--plot", action="store_true",
+                   help="save a PNG chart under bench/results/ (and latest.png)")
+    p.add_argument("--markdown", action="store_true", help="print tables as Markdown")
+    p.add_argument("--workers", type=int, default=2,
+                   help="load generator processes [default: 2]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario parameter, e.g. --set subscribers=100")
+    p.add_argument("--athena-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for 'athena-cdc serve' (repeatable)")
+    p.add_argument("--profile", action="store_true",
+                   help="record the athena-cdc server with py-spy (into the results folder)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where to save results [default: bench/results]")
+    return p
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        values[key.strip()] = value
+    return values
+
+
+def _servers(kinds: list[str], stores: tuple[str, ...]) -> list[tuple[str, str]]:
+    chosen: list[tuple[str, str]] = []
+    for kind in SERVER_KINDS:
+        if kind in kinds:
+            chosen += [(kind, s) for s in stores] if kind == "athena" else [(kind, "memory")]
+    return chosen
+
+
+async def run(args: argparse.Namespace) -> int:
+    kinds = list(SERVER_KINDS) if not args.server or "all" in args.server else args.server
+    names = list(ORDER) if args.scenario == "all" else [args.scenario]
+    overrides = _parse_sets(args.set)
+    results_dir = args.results_dir or repo_root() / "bench" / "results"
+    limit = raise_nofile_limit()
+    if limit < 20_000:
+        print(f"note: open-files limit is {limit}; 10,000-connection scenarios need more",
+              file=sys.stderr)
+    loadgen = LoadGen(args.workers)
+    results = []
+    try:
+        for name in names:
+            scenario = SCENARIOS[name]
+            stores = scenario.stores if args.store is None else (
+                ("memory", "sqlite") if args.store == "both" else (args.store,))
+            params = {**scenario.defaults,
+                      **{k: v for k, v in overrides.items() if k in scenario.defaults}}
+            bench = Bench(loadgen, _servers(kinds, stores), list(args.athena_arg),
+                          say=lambda text: print(text, file=sys.stderr, flush=True),
+                          profile_dir=results_dir if args.profile else None)
+            started = time.monotonic()
+            rows = await run_scenario(bench, scenario, params)
+            result = report.stamp_result(name, scenario.target, params, rows, judge(name, rows))
+            result["seconds"] = round(time.monotonic() - started, 1)
+            results.append(result)
+            print(report.summary(result, markdown=args.markdown), flush=True)
+    finally:
+        await loadgen.shutdown()
+    if args.json:
+        for path in report.save(results, results_dir):
+            print(f"saved {path}", file=sys.stderr)
+    if args.plot:
+        _plot(results, results_dir, merged=args.json)
+    return 0 if all(r["verdict"]["pass"] is not False for r in results) else 1
+
+
+def _plot(results: list[dict[str, Any]], folder: Path, merged: bool) -> None:
+    import json
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    scenarios = {r["scenario"]: r for r in results}
+    path = charts.plot(scenarios, folder / f"chart-{stamp}.png")
+    if path:
+        print(f"saved {path}", file=sys.stderr)
+    latest = folder / "latest.json"
+    if merged and latest.exists():  # the committed chart: every scenario's latest result
+        everything = json.loads(latest.read_text()).get("scenarios", {})
+        path = charts.plot(everything, folder / "latest.png")
+        if path:
+            print(f"saved {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))

@@ -1,0 +1,153 @@
+"""Publishing side of the load: ``POST /events`` over one keep-alive HTTP/1.1 connection.
+
+A hand-written client (a few dozen lines over asyncio streams) rather than aiohttp's, so
+publishing costs the load generator little and the same for every server. Each event's
+payload is ``{"t": time.time_ns() at publish, "pad": "..."}``; receivers subtract ``t``
+from their own ``time.time_ns()`` to get the publish -> receive latency.
+
+Paced publishing sends, every ``interval`` seconds, one POST with all events due by then
+(a JSON array), so a rate of 200/s with a 5 ms interval is one event per POST and 5,000/s
+is ~25 events per POST. If a POST takes longer than the interval the next one catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+
+def payload(pad: int) -> dict[str, object]:
+    """An event payload carrying its publish time; ``pad`` characters of filler."""
+    return {"t": time.time_ns(), "pad": "x" * pad}
+
+
+def pad_for(size: int) -> int:
+    """Filler length for a payload of about ``size`` bytes once encoded as JSON."""
+    return max(0, size - len(orjson.dumps({"t": time.time_ns(), "pad": ""})))
+
+
+class HttpError(Exception):
+    """A POST that was not answered with 2xx."""
+
+
+class Publisher:
+    """One keep-alive connection to a server's HTTP port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._last_used = 0.0
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=64 * 1024**2)
+
+    async def post(self, body: bytes, path: str = "/events") -> tuple[int, bytes]:
+        """POST ``body`` (JSON); return status and response body."""
+        # Servers drop idle keep-alive connections (Node after 5 s): rather than retry a
+        # POST that may have been applied, open a fresh connection after a pause.
+        if self._writer is not None and time.monotonic() - self._last_used > 2.0:
+            await self.close()
+        if self._writer is None or self._writer.is_closing():
+            await self.connect()
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(None, 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            data = await self._reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            data = await self._read_chunked()
+        else:
+            data = await self._reader.read()
+            await self.close()
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        self._last_used = time.monotonic()
+        return status, data
+
+    async def _read_chunked(self) -> bytes:
+        assert self._reader is not None
+        parts: list[bytes] = []
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self._reader.readuntil(b"\r\n")
+                return b"".join(parts)
+            parts.append(await self._reader.readexactly(size))
+            await self._reader.readexactly(2)
+
+    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+        """Publish events (one POST); return the server's acks, raise unless 201."""
+        status, data = await self.post(orjson.dumps(list(events)))
+        if status != 201:
+            raise HttpError(f"POST /events answered {status}: {data[:200]!r}")
+        acks: list[dict[str, object]] = orjson.loads(data)["events"]
+        return acks
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+@dataclass
+class PublishReport:
+    """What a paced run published."""
+
+    events: int = 0
+    posts: int = 0
+    seconds: float = 0.0
+    per_channel: dict[str, int] = field(default_factory=dict)
+    post_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def publish_paced(publisher: Publisher, rate: float, duration: float,
+                        pick_channel: Callable[[], str], pad: int,
+                        interval: float = 0.005) -> PublishReport:
+    """Publish ``rate`` events per second for ``duration`` seconds."""
+    report = PublishReport()
+    start = time.monotonic()
+    tick = 0
+    while True:
+        now = time.monotonic()
+        elapsed = now - start
+        if elapsed >= duration:
+            break
+        due = int(elapsed * rate) + 1 - report.events
+        if due > 0:
+            events: list[Mapping[str, object]] = []
+            for _ in range(due):
+                channel = pick_channel()
+                report.per_channel[channel] = report.per_channel.get(channel, 0) + 1
+                events.append({"organization_id": channel, "payload": payload(pad)})
+            await publisher.publish(events)
+            report.events += due
+            report.posts += 1
+            report.post_ms.append((time.monotonic() - now) * 1000)
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick * interval - time.monotonic()))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def random_picker(channels: Sequence[str], seed: int = 1) -> Callable[[], str]:
+    chooser = random.Random(seed)
+    return lambda: chooser.choice(channels)

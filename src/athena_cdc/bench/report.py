@@ -1,0 +1,114 @@
+"""Reporting: the table printed after a run, and the JSON files under ``bench/results/``.
+
+``<scenario>-<timestamp>.json`` keeps everything a run measured; ``latest.json`` keeps,
+per scenario, the most recent result (merged, so running one scenario updates only its
+entry). The chart is drawn by :mod:`athena_cdc.bench.charts` from ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+COLUMNS: dict[str, list[str]] = {
+    "burst": ["msgs_per_cpu_s", "best_msgs_per_cpu_s", "msgs_per_cpu_s_schedstat",
+              "server_cpu_s", "wall_s",
+              "msgs_per_wall_s", "client_cpu_s", "complete"],
+    "steady": ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "publish_rate", "lost",
+               "gaps", "server_cpu_pct", "client_cpu_s"],
+    "spread": ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "publish_rate", "lost",
+               "gaps", "server_cpu_pct", "client_cpu_s"],
+    "travel": ["ack_ms", "first_event_ms", "best_ack_ms", "cold_ack_ms",
+               "cold_first_event_ms", "events", "complete"],
+    "idle": ["connections", "rss_before_mib", "rss_after_mib", "kib_per_connection"],
+    "storm": ["subscribed", "failed", "p50_ms", "p99_ms", "all_within_s"],
+    "slow": ["p99_ms_without", "p99_ms_with", "p99_ratio", "slow_closes_metric",
+             "slow_close_code", "rss_growth_mib_without", "rss_growth_mib_with", "lost"],
+}
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "load_avg": os.getloadavg()}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        if value >= 10_000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(result: Result, markdown: bool = False) -> str:
+    """The rows of one scenario as an aligned text (or Markdown) table."""
+    name = result["scenario"]
+    columns = ["server", *COLUMNS.get(name, [])]
+    cells = [[fmt(row.get(c)) if "error" not in row or c == "server" else "" for c in columns]
+             for row in result["rows"]]
+    for cell, row in zip(cells, result["rows"], strict=True):
+        if "error" in row:
+            cell[1] = "error: " + str(row["error"])[:70]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(columns[i]), *(len(c[i]) for c in cells)) for i in range(len(columns))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    return "\n".join(lines)
+
+
+def summary(result: Result, markdown: bool = False) -> str:
+    """Header, table, verdict and ratios of one scenario."""
+    verdict = result["verdict"]
+    mark = {True: "PASS", False: "FAIL", None: "n/a"}[verdict["pass"]]
+    ratios = ", ".join(f"{k}: {v:.2f}x" for k, v in verdict["ratios"].items()) or "-"
+    title = f"## {result['scenario']}" if markdown else f"== {result['scenario']} =="
+    return (f"{title}\ntarget: {result['target']}\n\n{table(result, markdown)}\n\n"
+            f"verdict: {mark} - {verdict['detail']}\nathena-cdc vs baselines "
+            f"(>1 = athena-cdc better): {ratios}\n")
+
+
+def save(results: list[Result], folder: Path) -> list[Path]:
+    """Write one JSON file per scenario and merge them into ``latest.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    written = []
+    for result in results:
+        path = folder / f"{result['scenario']}-{stamp}.json"
+        path.write_text(json.dumps(result, indent=1, default=str))
+        written.append(path)
+    latest_path = folder / "latest.json"
+    latest: dict[str, Any] = {}
+    if latest_path.exists():
+        try:
+            latest = json.loads(latest_path.read_text())
+        except ValueError:
+            latest = {}
+    scenarios = latest.setdefault("scenarios", {})
+    for result in results:
+        scenarios[result["scenario"]] = result
+    latest["updated"] = stamp
+    latest_path.write_text(json.dumps(latest, indent=1, default=str))
+    written.append(latest_path)
+    return written
+
+
+def stamp_result(name: str, target: str, params: dict[str, Any], rows: list[dict[str, Any]],
+                 verdict: dict[str, Any]) -> Result:
+    return {"scenario": name, "target": target, "params": params, "rows": rows,
+            "verdict": verdict, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": machine()}

@@ -1,0 +1,373 @@
+"""The benchmark scenarios: each runs one load shape against every server asked for.
+
+A scenario is an async function ``(bench, params) -> rows``: it starts each server in
+turn (fresh process, free ports), drives it with the shared :class:`LoadGen`, and returns
+one row of figures per server. :data:`SCENARIOS` holds, per scenario, its default
+parameters (overridable with ``--set key=value``), the stores it runs athena-cdc with by
+default, and its target. The targets are judged in :mod:`athena_cdc.bench.verdicts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from athena_cdc.bench.loadgen import LoadGen
+from athena_cdc.bench.profiling import Profiler, top_functions
+from athena_cdc.bench.publisher import Publisher, pad_for, payload, publish_paced, random_picker
+from athena_cdc.bench.servers import ServerHandle, make_server, running
+from athena_cdc.bench.silent import SilentClient
+from athena_cdc.bench.stats import cdf_points, latency_summary, median
+
+Row = dict[str, Any]
+Params = dict[str, Any]
+
+
+@dataclass
+class Bench:
+    """What every scenario gets: the load generator and which servers to run."""
+
+    loadgen: LoadGen
+    servers: list[tuple[str, str]]  # (kind, store) pairs, e.g. ("athena", "memory")
+    athena_args: list[str] = field(default_factory=list)
+    say: Callable[[str], None] = print
+    profile_dir: Path | None = None  # py-spy the athena-cdc server into this folder
+
+    def runs(self, stores: list[str]) -> list[tuple[str, str]]:
+        return [(k, s) for k, s in self.servers if k != "athena" or s in stores]
+
+
+ScenarioFn = Callable[[Bench, ServerHandle, Params], Awaitable[Row]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    run_one: ScenarioFn
+    defaults: Params
+    target: str
+    stores: tuple[str, ...] = ("memory",)
+    own_server: bool = False  # the scenario starts (and restarts) the server itself
+
+
+async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list[Row]:
+    """Run ``scenario`` once per server; a failing server yields a row with ``error``."""
+    rows: list[Row] = []
+    for kind, store in bench.servers:
+        label = f"athena/{store}" if kind == "athena" else kind
+        bench.say(f"[{scenario.name}] {label} ...")
+        try:
+            if scenario.own_server:
+                server = make_server(kind, store, extra_args=bench.athena_args)
+                try:
+                    row = await scenario.run_one(bench, server, params)
+                finally:
+                    await server.stop()
+                    shutil.rmtree(server.data_dir, ignore_errors=True)
+            else:
+                async with running(kind, store, bench.athena_args) as server:
+                    row = await _run_profiled(bench, scenario, server, params)
+        except Exception as exc:
+            row = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            await bench.loadgen.disconnect()
+        row = {"server": label, **row}
+        bench.say(f"[{scenario.name}] {label}: " + ", ".join(
+            f"{k}={_short(v)}" for k, v in row.items() if k not in ("server", "cdf")))
+        rows.append(row)
+    return rows
+
+
+async def _run_profiled(bench: Bench, scenario: Scenario, server: ServerHandle,
+                        params: Params) -> Row:
+    """Run one server's scenario, under py-spy when profiling was asked for athena-cdc."""
+    if bench.profile_dir is None or server.kind != "athena":
+        return await scenario.run_one(bench, server, params)
+    bench.profile_dir.mkdir(parents=True, exist_ok=True)
+    raw = bench.profile_dir / f"profile-{scenario.name}-{server.store}.txt"
+    profiler = Profiler(server.pid, raw)
+    try:
+        return await scenario.run_one(bench, server, params)
+    finally:
+        await profiler.stop()
+        if raw.exists():
+            summary = raw.with_name(raw.stem + "-top.txt")
+            summary.write_text(top_functions(raw))
+            bench.say(f"[{scenario.name}] profile: {raw} (summary {summary})")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+async def _connect(bench: Bench, server: ServerHandle, names: list[str], parse: bool,
+                   at_once: bool = False) -> dict[str, Any]:
+    result = await bench.loadgen.connect(server.ws_url, names, parse=parse, at_once=at_once)
+    if result["failed"]:
+        raise RuntimeError(f"{result['failed']} of {len(names)} connections failed, "
+                           f"e.g. {result['errors'][:2]}")
+    return result
+
+
+async def _publisher(server: ServerHandle) -> Publisher:
+    publisher = Publisher(server.host, server.http_port)
+    await publisher.connect()
+    return publisher
+
+
+# -- burst: fan-out throughput per server CPU-second ----------------------------------------
+
+async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    names = ["burst"] * p["subscribers"]
+    await _connect(bench, server, names, parse=False)
+    publisher = await _publisher(server)
+    pad = pad_for(p["payload_bytes"])
+    lg = bench.loadgen
+    await lg.reset()  # warm-up: a small burst, so the first round pays no start-up costs
+    await publisher.publish([{"organization_id": "burst", "payload": payload(pad)}] * 50)
+    await lg.wait(lg.expected_per_worker({"burst": 50}), within_s=p["timeout"])
+    rates, cpus, walls, client_cpus, complete = [], [], [], [], True
+    precise_rates = []
+    for _ in range(p["rounds"]):
+        await lg.reset()
+        events = [{"organization_id": "burst", "payload": payload(pad)}
+                  for _ in range(p["events"])]
+        cpu0, precise0, t0 = server.cpu_seconds(), server.cpu_seconds_precise(), time.time_ns()
+        await publisher.publish(events)
+        expected = lg.expected_per_worker({"burst": p["events"]})
+        complete &= await lg.wait(expected, within_s=p["timeout"])
+        cpu = server.cpu_seconds() - cpu0
+        precise = server.cpu_seconds_precise() - precise0
+        stats = await lg.stats()
+        complete &= stats["min_count"] == stats["max_count"] == p["events"]
+        rates.append(stats["received"] / cpu if cpu > 0 else 0.0)
+        precise_rates.append(stats["received"] / precise if precise > 0 else 0.0)
+        cpus.append(cpu)
+        walls.append((stats["last_ns"] - t0) / 1e9)
+        client_cpus.append(stats["client_cpu_s"])
+    await publisher.close()
+    delivered = p["events"] * p["subscribers"]
+    return {"msgs_per_cpu_s": median(rates), "best_msgs_per_cpu_s": max(rates),
+            "msgs_per_cpu_s_schedstat": median(precise_rates),
+            "server_cpu_s": median(cpus), "wall_s": median(walls),
+            "msgs_per_wall_s": delivered / median(walls) if median(walls) else 0.0,
+            "client_cpu_s": median(client_cpus), "delivered_per_round": delivered,
+            "complete": complete}
+
+
+# -- steady and spread: publish -> receive latency under a paced load -----------------------
+
+async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
+                         channels: list[str], p: Params) -> Row:
+    """Connect ``names``, publish at ``rate`` over ``channels``, measure latency and loss."""
+    await _connect(bench, server, names, parse=True)
+    subscribers_of: dict[str, int] = {}
+    for name in names:
+        subscribers_of[name] = subscribers_of.get(name, 0) + 1
+    publisher = await _publisher(server)
+    pad, lg = pad_for(p["payload_bytes"]), bench.loadgen
+    if p["warmup_s"] > 0:
+        await publish_paced(publisher, p["rate"], p["warmup_s"], random_picker(channels, 7), pad)
+        await asyncio.sleep(0.5)
+    await lg.reset()
+    cpu0 = server.cpu_seconds()
+    report = await publish_paced(publisher, p["rate"], p["duration_s"],
+                                 random_picker(channels), pad, p["interval_s"])
+    expected_by_name = {name: report.per_channel.get(name, 0) for name in subscribers_of}
+    expected_total = sum(n * subscribers_of[c] for c, n in expected_by_name.items())
+    per_worker = [sum(expected_by_name[n] for n in share) for share in lg.assigned]
+    complete = await lg.wait(per_worker, within_s=p["timeout"])
+    cpu = server.cpu_seconds() - cpu0
+    stats = await lg.stats()
+    await publisher.close()
+    latencies = stats["latencies_us"]
+    return {**latency_summary(latencies), "published": report.events,
+            "publish_rate": report.rate, "expected": expected_total,
+            "received": stats["received"], "lost": max(0, expected_total - stats["received"]),
+            "gaps": stats["gaps"], "duplicates": stats["duplicates"], "complete": complete,
+            "server_cpu_pct": 100 * cpu / report.seconds, "client_cpu_s": stats["client_cpu_s"],
+            "cdf": cdf_points(latencies)}
+
+
+async def steady(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    return await _paced_latency(bench, server, ["steady"] * p["subscribers"], ["steady"], p)
+
+
+async def spread(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    names = [f"c{i:05d}" for i in range(p["connections"])]
+    return await _paced_latency(bench, server, names, names, p)
+
+
+# -- travel: replay of a large backlog --------------------------------------------------------
+
+async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    try:
+        await server.start()
+        publisher = await _publisher(server)
+        pad = pad_for(p["payload_bytes"])
+        for start in range(0, p["events"], p["batch"]):
+            count = min(p["batch"], p["events"] - start)
+            await publisher.publish([{"organization_id": "travel", "payload": payload(pad)}
+                                     for _ in range(count)])
+        await publisher.close()
+        row: Row = {}
+        if server.kind == "athena" and server.store == "sqlite":
+            await server.stop()  # restart: the first travel reads from a cold cache
+            await server.start()
+            row.update(_prefixed("cold_", await _travel_once(bench, server, p)))
+            await bench.loadgen.disconnect()
+        times = [await _travel_once(bench, server, p) for _ in range(p["repeats"])]
+        row.update({"ack_ms": median([t["ack_ms"] for t in times]),
+                    "first_event_ms": median([t["first_event_ms"] for t in times]),
+                    "best_ack_ms": min(t["ack_ms"] for t in times),
+                    "events": times[-1]["events"],
+                    "complete": all(t["events"] == p["events"] for t in times)})
+        if "cold_events" in row:
+            row["complete"] = row["complete"] and row["cold_events"] == p["events"]
+        return row
+    finally:
+        await server.stop()
+
+
+async def _travel_once(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    if not bench.loadgen.assigned[0]:
+        await _connect(bench, server, ["travel-reader"], parse=False)
+    request = {"type": "travel", "organization_id": "travel", "since_seq": 0,
+               "limit": p["events"]}
+    reply = await bench.loadgen.travel(request, within_s=p["timeout"])
+    return {"ack_ms": reply["ack_ms"], "first_event_ms": reply["first_event_ms"],
+            "events": reply["events"]}
+
+
+def _prefixed(prefix: str, row: Row) -> Row:
+    return {prefix + k: v for k, v in row.items()}
+
+
+# -- idle: memory per open connection ---------------------------------------------------------
+
+async def idle(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    await asyncio.sleep(p["settle_s"])
+    before = server.rss_bytes()
+    await _connect(bench, server, [f"idle{i:05d}" for i in range(p["connections"])],
+                   parse=False)
+    await asyncio.sleep(p["settle_s"])
+    after = server.rss_bytes()
+    return {"connections": p["connections"], "rss_before_mib": before / 2**20,
+            "rss_after_mib": after / 2**20,
+            "kib_per_connection": (after - before) / p["connections"] / 1024}
+
+
+# -- storm: many clients connecting at once ---------------------------------------------------
+
+async def storm(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    names = [f"storm{i:05d}" for i in range(p["clients"])]
+    result = await bench.loadgen.connect(server.ws_url, names, parse=False, at_once=True,
+                                         handshake_s=p["timeout"])
+    delays = result["subscribed_ms"]
+    return {**{k: v for k, v in latency_summary([int(d * 1000) for d in delays]).items()
+               if k != "mean_ms"},
+            "subscribed": result["connected"], "failed": result["failed"],
+            "errors": result["errors"][:2],
+            "all_within_s": (max(delays) / 1000) if delays else None}
+
+
+# -- slow: one reader that never reads among many that do -------------------------------------
+
+async def slow(bench: Bench, server: ServerHandle, p: Params) -> Row:
+    readers = ["slow"] * p["readers"]
+    base = await _slow_phase(bench, server, readers, p, silent=False)
+    await bench.loadgen.disconnect()
+    with_slow = await _slow_phase(bench, server, readers, p, silent=True)
+    ratio = with_slow["p99_ms"] / base["p99_ms"] if base["p99_ms"] else None
+    return {"p99_ms_without": base["p99_ms"], "p99_ms_with": with_slow["p99_ms"],
+            "p99_ratio": ratio, "p50_ms_without": base["p50_ms"],
+            "p50_ms_with": with_slow["p50_ms"], "lost": with_slow["lost"],
+            "gaps": with_slow["gaps"], "slow_closes_metric": with_slow["slow_closes_metric"],
+            "slow_close_code": with_slow["slow_close_code"],
+            "rss_growth_mib_without": base["rss_growth_mib"],
+            "rss_growth_mib_with": with_slow["rss_growth_mib"],
+            "complete": with_slow["complete"] and base["complete"]}
+
+
+async def _slow_phase(bench: Bench, server: ServerHandle, readers: list[str], p: Params,
+                      silent: bool) -> Row:
+    await _connect(bench, server, readers, parse=True)
+    closes_before = await server.metric("athena_cdc_slow_consumer_closes_total") or 0.0
+    sleeper = None
+    if silent:
+        sleeper = SilentClient(server.host, server.ws_port, "slow")
+        await sleeper.connect()
+    rss0 = server.rss_bytes()
+    peak = rss0
+
+    async def sample_rss() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, server.rss_bytes())
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample_rss())
+    try:
+        row = await _paced_latency_connected(bench, server, readers, p)
+    finally:
+        sampler.cancel()
+    closes_after = await server.metric("athena_cdc_slow_consumer_closes_total") or 0.0
+    row["rss_growth_mib"] = (peak - rss0) / 2**20
+    row["slow_closes_metric"] = closes_after - closes_before if silent else None
+    row["slow_close_code"] = None
+    if sleeper is not None:
+        row["slow_close_code"] = await sleeper.drain(within_s=p["drain_s"])
+        sleeper.close()
+    return row
+
+
+async def _paced_latency_connected(bench: Bench, server: ServerHandle, readers: list[str],
+                                   p: Params) -> Row:
+    """Like :func:`_paced_latency` for clients already connected (one channel)."""
+    publisher = await _publisher(server)
+    lg, pad = bench.loadgen, pad_for(p["payload_bytes"])
+    await lg.reset()
+    report = await publish_paced(publisher, p["rate"], p["duration_s"],
+                                 random_picker(["slow"]), pad, p["interval_s"])
+    per_worker = [report.events * len(share) for share in lg.assigned]
+    complete = await lg.wait(per_worker, within_s=p["timeout"])
+    stats = await lg.stats()
+    await publisher.close()
+    expected = report.events * len(readers)
+    return {**latency_summary(stats["latencies_us"]), "complete": complete,
+            "lost": max(0, expected - stats["received"]), "gaps": stats["gaps"]}
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("burst", burst, {"subscribers": 500, "events": 2000, "payload_bytes": 200,
+                              "rounds": 3, "timeout": 120.0},
+             "athena-cdc delivers >= 10x the messages per server CPU-second of Node ws"),
+    Scenario("steady", steady, {"subscribers": 1000, "rate": 200, "duration_s": 10.0,
+                                "warmup_s": 1.0, "interval_s": 0.005, "payload_bytes": 200,
+                                "timeout": 30.0},
+             "publish->receive p50 <= 2 ms, p99 <= 10 ms (memory store)",
+             stores=("memory", "sqlite")),
+    Scenario("spread", spread, {"connections": 10_000, "rate": 5000, "duration_s": 10.0,
+                                "warmup_s": 1.0, "interval_s": 0.005, "payload_bytes": 200,
+                                "timeout": 30.0},
+             "p99 <= 20 ms, no loss"),
+    Scenario("travel", travel, {"events": 50_000, "batch": 1000, "payload_bytes": 200,
+                                "repeats": 3, "timeout": 60.0},
+             "replay of 50,000 events: request -> ack <= 150 ms (memory), "
+             "<= 500 ms from sqlite with a cold cache",
+             stores=("memory", "sqlite"), own_server=True),
+    Scenario("idle", idle, {"connections": 10_000, "settle_s": 2.0},
+             "<= 30 KiB of server RSS per open connection"),
+    Scenario("storm", storm, {"clients": 5000, "timeout": 30.0},
+             "5,000 clients connecting at once all subscribed within 5 s"),
+    Scenario("slow", slow, {"readers": 100, "rate": 500, "duration_s": 12.0,
+                            "interval_s": 0.005, "payload_bytes": 4000, "timeout": 30.0,
+                            "drain_s": 5.0},
+             "readers' p99 within 20% of the run without the slow one; slow one closed "
+             "with 4008; server memory bounded"),
+)}

@@ -1,0 +1,216 @@
+"""Servers under test: start each as a subprocess on free ports, wait until ready, stop.
+
+Three kinds, all speaking the same protocol subset (``X-Athena-Client`` -> ``subscribed``,
+events ``{"organization_id","data":{"seq","ts_ms","payload"}}``, ``POST /events``):
+
+* ``athena`` -- ``athena-cdc serve --store memory|sqlite`` (this project);
+* ``node`` -- ``bench/baselines/node/server.js``, Node.js ``ws`` looping ``send()``;
+* ``python`` -- ``bench/baselines/naive_websockets.py``, ``websockets`` with
+  ``await ws.send()`` per subscriber, plus an aiohttp listener on a second port for
+  ``POST /events`` (websockets cannot read a request body).
+
+The child inherits this process's ``RLIMIT_NOFILE`` (raised by the CLI), so every server
+can hold 10,000 connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from athena_cdc.bench import procstat
+
+SERVER_KINDS = ("athena", "node", "python")
+
+
+def repo_root() -> Path:
+    """The checkout holding ``bench/`` (found from this file, else the working directory)."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "bench" / "baselines").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def athena_executable() -> str:
+    beside = Path(sys.executable).parent / "athena-cdc"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("athena-cdc")
+    if found is None:
+        raise RuntimeError("athena-cdc is not installed (pip install -e .)")
+    return found
+
+
+def ensure_node_baseline() -> Path:
+    """Path of the Node baseline, installing ``ws`` with ``npm ci`` if it is missing."""
+    folder = repo_root() / "bench" / "baselines" / "node"
+    if shutil.which("node") is None:
+        raise RuntimeError("node is not installed: the Node.js baseline cannot run")
+    if not (folder / "node_modules" / "ws").is_dir():
+        command = "ci" if (folder / "package-lock.json").exists() else "install"
+        subprocess.run(["npm", command, "--no-audit", "--no-fund"], cwd=folder, check=True,
+                       stdout=subprocess.DEVNULL)
+    return folder / "server.js"
+
+
+@dataclass
+class ServerHandle:
+    """A running server: where to connect, where to publish, and its process."""
+
+    kind: str
+    store: str
+    host: str
+    ws_port: int
+    http_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"athena/{self.store}" if self.kind == "athena" else self.kind
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/ws"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        if self.kind == "athena":
+            return [athena_executable(), "serve", "--store", self.store, "--port",
+                    str(self.ws_port), "--host", self.host, "--data-dir", str(self.data_dir),
+                    *self.extra_args]
+        if self.kind == "node":
+            return ["node", str(ensure_node_baseline()), "--port", str(self.ws_port),
+                    "--host", self.host]
+        if self.kind == "python":
+            script = repo_root() / "bench" / "baselines" / "naive_websockets.py"
+            return [sys.executable, str(script), "--port", str(self.ws_port),
+                    "--http-port", str(self.http_port), "--host", self.host]
+        raise ValueError(f"unknown server kind {self.kind!r}")
+
+    def cpu_seconds(self) -> float:
+        return procstat.cpu_seconds(self.pid)
+
+    def cpu_seconds_precise(self) -> float:
+        return procstat.cpu_seconds_precise(self.pid)
+
+    def rss_bytes(self) -> int:
+        return procstat.rss_bytes(self.pid)
+
+    async def start(self, ready_within_s: float = 20.0) -> None:
+        env = dict(os.environ)
+        # Same footing for every server: no per-request access log on the hot path.
+        env.setdefault("ATHENA_CDC_LOG_LEVEL", "warning")
+        log = self.log_path.open("ab")
+        # Popen returns at once; asyncio subprocesses would tie the child to this loop.
+        self.proc = subprocess.Popen(  # noqa: ASYNC220
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + ready_within_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; "
+                                   f"log: {self.log_path}\n{self.tail_log()}")
+            with contextlib.suppress(OSError):
+                status, _ = await http_get(self.host, self.http_port, "/health", within_s=1.0)
+                if status == 200:
+                    return
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError(f"{self.label} not ready within {ready_within_s}s; log: {self.log_path}")
+
+    async def stop(self, grace_s: float = 15.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        # A child process has no awaitable exit here (Popen, not asyncio subprocesses).
+        while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    async def metric(self, name: str) -> float | None:
+        """The value of one Prometheus metric (summed over its label sets), if exposed."""
+        status, body = await http_get(self.host, self.http_port, "/metrics")
+        if status != 200:
+            return None
+        total: float | None = None
+        for line in body.decode(errors="replace").splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                total = (total or 0.0) + float(line.rsplit(None, 1)[1])
+        return total
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def http_get(host: str, port: int, path: str, within_s: float = 5.0) -> tuple[int, bytes]:
+    """A minimal ``GET`` (HTTP/1.0, connection closed by the server)."""
+    async def fetch() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            data = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(None, 2)[1]), body
+
+    return await asyncio.wait_for(fetch(), within_s)
+
+
+def make_server(kind: str, store: str = "memory", host: str = "127.0.0.1",
+                data_dir: Path | None = None, extra_args: list[str] | None = None) -> ServerHandle:
+    """A not yet started server of ``kind`` on fresh free ports."""
+    if kind not in SERVER_KINDS:
+        raise ValueError(f"unknown server {kind!r}; choose from {', '.join(SERVER_KINDS)}")
+    ws_port = free_port(host)
+    http_port = free_port(host) if kind == "python" else ws_port
+    folder = data_dir or Path(tempfile.mkdtemp(prefix=f"athena-bench-{kind}-"))
+    return ServerHandle(kind=kind, store=store if kind == "athena" else "memory", host=host,
+                        ws_port=ws_port, http_port=http_port, data_dir=folder,
+                        log_path=folder / "server.log", extra_args=list(extra_args or []))
+
+
+@contextlib.asynccontextmanager
+async def running(kind: str, store: str = "memory",
+                  extra_args: list[str] | None = None) -> AsyncIterator[ServerHandle]:
+    """Start a server, yield it, then stop it and remove its data directory."""
+    server = make_server(kind, store, extra_args=extra_args)
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)

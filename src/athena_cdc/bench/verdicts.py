@@ -1,0 +1,133 @@
+"""Targets and ratios: how athena-cdc did against its targets and against the baselines.
+
+Each scenario has one *primary* figure. A ratio is always stated as "athena-cdc is N times
+better than the baseline" (so > 1 means athena-cdc wins), computed from rows of the same
+run: the machine is shared and noisy, so absolute figures from different runs do not
+compare, ratios from one run do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Row = dict[str, Any]
+
+# scenario -> (primary figure, higher is better)
+PRIMARY: dict[str, tuple[str, bool]] = {
+    "burst": ("msgs_per_cpu_s", True),
+    "steady": ("p99_ms", False),
+    "spread": ("p99_ms", False),
+    "travel": ("ack_ms", False),
+    "idle": ("kib_per_connection", False),
+    "storm": ("all_within_s", False),
+    "slow": ("p99_ratio", False),
+}
+
+
+def _row(rows: list[Row], server: str) -> Row | None:
+    for row in rows:
+        if row.get("server") == server and "error" not in row:
+            return row
+    return None
+
+
+def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
+    """``{"athena/memory vs node": 12.3, ...}`` for the scenario's primary figure."""
+    figure, higher_better = PRIMARY[scenario]
+    found: dict[str, float] = {}
+    athenas = [r for r in rows if str(r.get("server", "")).startswith("athena")
+               and isinstance(r.get(figure), int | float)]
+    for athena in athenas:
+        for base in ("node", "python"):
+            other = _row(rows, base)
+            if other is None or not isinstance(other.get(figure), int | float):
+                continue
+            mine, theirs = float(athena[figure]), float(other[figure])
+            if mine <= 0 or theirs <= 0:
+                continue
+            found[f"{athena['server']} vs {base}"] = (
+                mine / theirs if higher_better else theirs / mine)
+    return found
+
+
+def _burst(rows: list[Row]) -> tuple[bool | None, str]:
+    athena, node = _row(rows, "athena/memory"), _row(rows, "node")
+    if athena is None or node is None:
+        return None, "needs athena/memory and node rows"
+    ratio = athena["msgs_per_cpu_s"] / node["msgs_per_cpu_s"]
+    return ratio >= 10 and bool(athena["complete"]), f"{ratio:.1f}x node (target >= 10x)"
+
+
+def _steady(rows: list[Row]) -> tuple[bool | None, str]:
+    athena = _row(rows, "athena/memory")
+    if athena is None:
+        return None, "no athena/memory row"
+    ok = athena["p50_ms"] <= 2 and athena["p99_ms"] <= 10 and athena["lost"] == 0
+    return ok, (f"p50 {athena['p50_ms']:.2f} ms (<= 2), p99 {athena['p99_ms']:.2f} ms (<= 10), "
+                f"lost {athena['lost']}")
+
+
+def _spread(rows: list[Row]) -> tuple[bool | None, str]:
+    athena = _row(rows, "athena/memory")
+    if athena is None:
+        return None, "no athena/memory row"
+    ok = athena["p99_ms"] <= 20 and athena["lost"] == 0 and athena["gaps"] == 0
+    return ok, (f"p99 {athena['p99_ms']:.2f} ms (<= 20), lost {athena['lost']}, "
+                f"gaps {athena['gaps']}")
+
+
+def _travel(rows: list[Row]) -> tuple[bool | None, str]:
+    memory, sqlite = _row(rows, "athena/memory"), _row(rows, "athena/sqlite")
+    parts, ok = [], True
+    if memory is not None:
+        ok &= memory["ack_ms"] <= 150 and bool(memory["complete"])
+        parts.append(f"memory {memory['ack_ms']:.0f} ms (<= 150)")
+    if sqlite is not None:
+        ok &= sqlite["cold_ack_ms"] <= 500 and bool(sqlite["complete"])
+        parts.append(f"sqlite cold {sqlite['cold_ack_ms']:.0f} ms (<= 500)")
+    return (ok if parts else None), ", ".join(parts) or "no athena row"
+
+
+def _idle(rows: list[Row]) -> tuple[bool | None, str]:
+    athena = _row(rows, "athena/memory")
+    if athena is None:
+        return None, "no athena/memory row"
+    kib = athena["kib_per_connection"]
+    return kib <= 30, f"{kib:.1f} KiB per connection (<= 30)"
+
+
+def _storm(rows: list[Row]) -> tuple[bool | None, str]:
+    athena = _row(rows, "athena/memory")
+    if athena is None:
+        return None, "no athena/memory row"
+    within = athena["all_within_s"]
+    ok = within is not None and within <= 5 and athena["failed"] == 0
+    return ok, f"all subscribed within {within} s (<= 5), failed {athena['failed']}"
+
+
+def _slow(rows: list[Row]) -> tuple[bool | None, str]:
+    athena = _row(rows, "athena/memory")
+    if athena is None:
+        return None, "no athena/memory row"
+    ratio = athena["p99_ratio"] or 0.0
+    closed = (athena["slow_closes_metric"] or 0) >= 1 or athena["slow_close_code"] == 4008
+    growth = athena["rss_growth_mib_with"]
+    ok = ratio <= 1.2 and closed and growth <= 64
+    return ok, (f"p99 with/without {ratio:.2f} (<= 1.2), closed 4008: {closed}, "
+                f"RSS growth {growth:.1f} MiB (<= 64)")
+
+
+JUDGES: dict[str, Callable[[list[Row]], tuple[bool | None, str]]] = {
+    "burst": _burst, "steady": _steady, "spread": _spread, "travel": _travel,
+    "idle": _idle, "storm": _storm, "slow": _slow,
+}
+
+
+def judge(scenario: str, rows: list[Row]) -> dict[str, Any]:
+    """``{"pass": True/False/None, "detail": "...", "ratios": {...}}``."""
+    try:
+        passed, detail = JUDGES[scenario](rows)
+    except (KeyError, TypeError, ZeroDivisionError) as exc:
+        passed, detail = None, f"cannot judge: {type(exc).__name__}: {exc}"
+    return {"pass": passed, "detail": detail, "ratios": ratios(scenario, rows)}
