@@ -282,7 +282,9 @@ class TransactionAssembler:
         return self._begin.xid
 
     def _add(self, chunk: Chunk, channel: str, body: dict[str, object]) -> None:
-        payload = orjson.dumps(body)
+        # orjson leaves its ~4 KiB output buffer under each result; a copy of the exact
+        # size (~0.15 µs) is what keeps queued and cached payloads at their real size.
+        payload = bytes(memoryview(orjson.dumps(body)))
         chunk.events.append(NewEvent(channel, payload))
         chunk.nbytes += len(payload) + len(channel)
 

@@ -30,6 +30,8 @@ class Router:
     default_channel: str | None = None
     table_channels: dict[str, str] = field(default_factory=dict)  # "schema.table" → channel
     _warned: set[tuple[str, str]] = field(default_factory=set)
+    # Routing values already checked: validating every row's value is measurable.
+    _channels: dict[bytes, str] = field(default_factory=dict)
 
     def table_channel(self, table: str) -> str | None:
         """The override for ``table`` ("schema.table"), if any."""
@@ -42,9 +44,15 @@ class Router:
         or not sent. Returns ``None`` when the row is to be skipped.
         """
         if value:
+            known = self._channels.get(value)
+            if known is not None:
+                return known
             channel = value.decode()
             problem = channel_problem(channel)
             if problem is None:
+                if len(self._channels) >= 100_000:  # bounded: channels can be many
+                    self._channels.clear()
+                self._channels[value] = channel
                 return channel
             self._warn_once(
                 table, "invalid", f"a {self.route_column} value {problem} ({channel[:60]!r})"
