@@ -280,3 +280,69 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
     return header + b"\0\0\0\0" + payload
+
+
+class RawWebSocket:
+    """A WebSocket client by hand on a plain socket: it reads only when asked to.
+
+    Unlike asyncio streams, nothing reads the socket in the background, so a client
+    that stops calling :meth:`read_frame` really stops reading (and never answers a
+    ping unless :meth:`send_frame` is called).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, port: int, name: str, *, rcvbuf: int | None = None) -> RawWebSocket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        request = (
+            b"GET /ws HTTP/1.1\r\n"
+            + UPGRADE_HEAD
+            + b"X-Athena-Client: "
+            + name.encode()
+            + b"\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request)
+        raw = cls(sock)
+        while b"\r\n\r\n" not in raw.buffer:
+            await raw._receive()
+        end = raw.buffer.index(b"\r\n\r\n") + 4
+        head, raw.buffer = bytes(raw.buffer[:end]), raw.buffer[end:]
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return raw
+
+    async def _receive(self) -> None:
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 20)
+        if not data:
+            raise EOFError("the server closed the connection")
+        self.buffer += data
+
+    async def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            await self._receive()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        """One server frame (opcode, payload); EOFError when the socket is closed."""
+        first, second = await self._take(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self._take(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self._take(8))
+        return first & 0x0F, await self._take(length)
+
+    async def send_frame(self, opcode: int, payload: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, masked_frame(opcode, payload))
+
+    def close(self) -> None:
+        self.sock.close()
