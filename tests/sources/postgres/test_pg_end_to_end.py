@@ -39,7 +39,7 @@ async def travel_all(server: ServerProcess, channel: str) -> list[dict[str, Any]
         assert orjson.loads(await ws.recv())["status"] == "subscribed"
         await ws.send(orjson.dumps({"type": "travel", "organization_id": channel,
                                     "since_seq": 0, "limit": 50_000}).decode())
-        events = []
+        events: list[dict[str, Any]] = []
         while True:
             message = orjson.loads(await ws.recv())
             if message.get("status") == "travel_complete":
