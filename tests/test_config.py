@@ -18,15 +18,20 @@ def settings_from(argv: list[str], env: dict[str, str] | None = None):  # type: 
 
 def test_defaults_are_the_documented_ones() -> None:
     s = settings_from([])
-    assert (s.host, s.port, s.store, s.data_dir) == ("127.0.0.1", 4053, "sqlite",
-                                                      "./athena-cdc-data")
+    assert (s.host, s.port, s.store, s.data_dir) == (
+        "127.0.0.1",
+        4053,
+        "sqlite",
+        "./athena-cdc-data",
+    )
     assert (s.retention_events, s.retention_age, s.publish_key) == (100_000, None, None)
 
 
 def test_flag_beats_environment_beats_file(tmp_path: Path) -> None:
     config = tmp_path / "athena.toml"
-    config.write_text('port = 1111\nstore = "memory"\nretention-age = "7d"\n'
-                      '[tables."orders"]\nchannel = "shop"\n')
+    config.write_text(
+        'port = 1111\nstore = "memory"\nretention-age = "7d"\n[tables."orders"]\nchannel = "shop"\n'
+    )
     s = settings_from(["--config", str(config)])
     assert (s.port, s.store, s.retention_age) == (1111, "memory", 7 * 86400)
     assert s.pg_table_channels == {"public.orders": "shop"}
@@ -37,8 +42,16 @@ def test_flag_beats_environment_beats_file(tmp_path: Path) -> None:
 
 
 def test_repeatable_and_list_options() -> None:
-    s = settings_from(["--source", "postgresql://a/x", "--source", "postgresql://b/y",
-                       "--pg-tables", "orders, public.items"])
+    s = settings_from(
+        [
+            "--source",
+            "postgresql://a/x",
+            "--source",
+            "postgresql://b/y",
+            "--pg-tables",
+            "orders, public.items",
+        ]
+    )
     assert s.source == ["postgresql://a/x", "postgresql://b/y"]
     assert s.pg_tables == ["orders", "public.items"]
 
@@ -68,7 +81,9 @@ def test_units() -> None:
 def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "athena_cdc", "serve", "--store", "mongo"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -85,7 +100,9 @@ def test_unknown_key_in_config_file_is_an_error(tmp_path: Path) -> None:
 def test_help_lists_every_option_with_its_environment_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "athena_cdc", "serve", "--help"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0
     for name in ("--port", "--store", "--retention-age", "--publish-key", "--source"):

@@ -73,8 +73,7 @@ async def test_retention_by_count_drops_only_the_oldest(make_log: LogFactory) ->
     try:
         for i in range(10):
             await log.append([new("a", i)])
-        if isinstance(log, sqlite.SqliteLog):
-            await log.prune()
+        await log.prune()
         events = await everything(log, "a")
         assert [e.seq for e in events] == [8, 9, 10]
         # seq is never reused after retention dropped events
@@ -96,7 +95,7 @@ async def test_retention_by_age_drops_old_events(
         await log.append([new("a", "old")])
         now[0] += 20_000
         await log.append([new("a", "new")])
-        dropped = log.prune() if isinstance(log, memory.MemoryLog) else await log.prune()
+        dropped = await log.prune()
         assert dropped == 1
         assert [e.seq for e in await everything(log, "a")] == [2]
         result = await log.travel(TravelQuery(("a",), 0, None, 10))

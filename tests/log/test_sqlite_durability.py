@@ -58,7 +58,9 @@ async def test_cold_cache_reads_from_disk_what_the_cache_would_give(tmp_path: Pa
         cold = [await log.travel(q) for q in queries]
     finally:
         await log.close()
-    assert [[e.frame for e in r.events] for r in cold] == [[e.frame for e in r.events] for r in warm]
+    assert [[e.frame for e in r.events] for r in cold] == [
+        [e.frame for e in r.events] for r in warm
+    ]
     assert [r.has_more for r in cold] == [r.has_more for r in warm]
 
 
@@ -129,7 +131,9 @@ def test_time_lookup_uses_the_time_index_then_the_primary_key(tmp_path: Path) ->
 
 def post(base: str, body: object) -> dict[str, object]:
     request = urllib.request.Request(
-        base + "/events", data=json.dumps(body).encode(), method="POST",
+        base + "/events",
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -144,7 +148,7 @@ async def travel_all(ws_url: str, channel: str) -> list[dict[str, object]]:
     ) as ws:
         await ws.recv()  # subscribed
         await ws.send(json.dumps({"type": "travel", "since_seq": 0, "limit": 50000}))
-        events = []
+        events: list[dict[str, object]] = []
         while True:
             message = json.loads(await ws.recv())
             if message.get("status") == "travel_complete":
@@ -159,8 +163,9 @@ async def test_sigkill_after_201_loses_nothing_and_seq_continues(tmp_path: Path)
         for i in range(200):
             answer = post(server.base, [{"organization_id": "k", "payload": {"i": i}}])
             acknowledged.append(answer["events"][0]["seq"])  # type: ignore[index]
-        batch = post(server.base, [{"organization_id": "k", "payload": {"i": 200 + j}}
-                                   for j in range(300)])
+        batch = post(
+            server.base, [{"organization_id": "k", "payload": {"i": 200 + j}} for j in range(300)]
+        )
         acknowledged.extend(e["seq"] for e in batch["events"])  # type: ignore[attr-defined]
         server.kill()  # SIGKILL right after the last 201
     with server_process("--data-dir", data, log_path=tmp_path / "server.log") as server:

@@ -69,8 +69,7 @@ async def test_gaps_name_what_retention_dropped(make_log: LogFactory) -> None:
     await log.open()
     try:
         await fill(log, "a", 12)
-        if isinstance(log, sqlite.SqliteLog):
-            await log.prune()
+        await log.prune()
         by_seq = await log.travel(TravelQuery(("a",), 2, None, 100))
         assert [(g.channel, g.from_seq, g.to_seq) for g in by_seq.gaps] == [("a", 3, 7)]
         assert [e.seq for e in by_seq.events] == [8, 9, 10, 11, 12]

@@ -70,10 +70,12 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {cmd}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.base + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.base + "/health", timeout=1) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError("server did not start")
 

@@ -10,8 +10,9 @@ event-loop tick: one system call per client per tick, however many events.
 While a travel is answered, live batches are *held* and released after the ack,
 minus the events the travel itself already sent, so the client sees each event once.
 
-A client whose unsent bytes pass ``limit`` is a slow consumer: it is closed with
-4008 and told to travel from its last seq; nothing is lost, the log has the events.
+A client that still has more than ``limit`` unsent bytes when the next data for it
+is flushed is a slow consumer: it is closed with 4008 and told to travel from its
+last seq; nothing is lost, the log has the events.
 """
 
 from __future__ import annotations
@@ -127,14 +128,20 @@ class Connection:
         if not pending or self.closing:
             pending.clear()
             return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
         transport = self._transport
         if transport.is_closing():
+            pending.clear()
             return
-        transport.write(data)
+        # Slow means: what we wrote before is still unsent beyond the cap. Checking
+        # before this write, not after, lets one large batch (up to a 10 MiB publish)
+        # through to a healthy reader; the bound is the cap plus one tick's data.
         if transport.get_write_buffer_size() > self.limit:
+            pending.clear()
             self.close_slow()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        transport.write(data)
 
     # -- travel ----------------------------------------------------------------------
     def hold(self) -> None:
@@ -206,12 +213,20 @@ class Connection:
 
     async def _close_ws(self, code: int, reason: str) -> None:
         assert self._ws is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_S
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self._ws.close(code=code, message=reason.encode(), drain=False), CLOSE_GRACE_S
             )
-        # A client that never reads keeps its unsent bytes in our buffer: drop them.
-        self._transport.abort()
+        # The close frame sits behind what the client has not read yet: give it the
+        # grace period to read it all, then drop the socket and its buffered bytes
+        # (a client that never reads must not hold our memory).
+        transport = self._transport
+        while transport.get_write_buffer_size() and loop.time() < deadline:  # noqa: ASYNC110 - no event for "drained"
+            await asyncio.sleep(0.05)
+        if transport.get_write_buffer_size():
+            transport.abort()
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -200,6 +200,10 @@ class EventLog(abc.ABC):
         return await run_travel(self, query)
 
     @abc.abstractmethod
+    async def prune(self) -> int:
+        """Apply retention now (it also runs in the background); return events dropped."""
+
+    @abc.abstractmethod
     def stats(self) -> LogStats:
         """Size of what is retained (for /metrics)."""
 

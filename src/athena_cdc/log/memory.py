@@ -97,7 +97,7 @@ class MemoryLog(EventLog):
     def stats(self) -> LogStats:
         return LogStats(len(self._rings.rings), self._rings.events, self._rings.bytes)
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         if self._retention_age is None:
             return 0
         return self._rings.drop_older_than(now_ms() - int(self._retention_age * 1000))
@@ -105,4 +105,4 @@ class MemoryLog(EventLog):
     async def _prune_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.prune()
+            await self.prune()
