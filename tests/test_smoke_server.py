@@ -12,6 +12,8 @@ async def test_publish_reaches_subscriber(server: AthenaServer) -> None:
     ) as ws:
         assert orjson.loads(await ws.recv())["status"] == "subscribed"
         async with ClientSession() as http:
-            r = await http.post(http_url(server, "/events"), json={"organization_id": "a", "payload": 1})
+            r = await http.post(
+                http_url(server, "/events"), json={"organization_id": "a", "payload": 1}
+            )
             assert r.status == 201
         assert orjson.loads(await ws.recv())["data"]["seq"] == 1
