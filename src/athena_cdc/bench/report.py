@@ -38,7 +38,7 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "load_avg": os.getloadavg()}
 
 
-def fmt(value: Any) -> str:
+def fmt(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -48,7 +48,7 @@ def fmt(value: Any) -> str:
             return f"{value:,.0f}"
         return f"{value:.3g}" if value < 100 else f"{value:.0f}"
     if isinstance(value, int):
-        return f"{value:,}"
+        return str(value) if column.endswith("code") else f"{value:,}"
     return str(value)
 
 
@@ -56,7 +56,7 @@ def table(result: Result, markdown: bool = False) -> str:
     """The rows of one scenario as an aligned text (or Markdown) table."""
     name = result["scenario"]
     columns = ["server", *COLUMNS.get(name, [])]
-    cells = [[fmt(row.get(c)) if "error" not in row or c == "server" else "" for c in columns]
+    cells = [[fmt(row.get(c), c) if "error" not in row or c == "server" else "" for c in columns]
              for row in result["rows"]]
     for cell, row in zip(cells, result["rows"], strict=True):
         if "error" in row:

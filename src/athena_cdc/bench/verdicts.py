@@ -21,7 +21,7 @@ PRIMARY: dict[str, tuple[str, bool]] = {
     "travel": ("ack_ms", False),
     "idle": ("kib_per_connection", False),
     "storm": ("all_within_s", False),
-    "slow": ("p99_ratio", False),
+    "slow": ("p99_ms_with", False),
 }
 
 
@@ -103,7 +103,7 @@ def _storm(rows: list[Row]) -> tuple[bool | None, str]:
         return None, "no athena/memory row"
     within = athena["all_within_s"]
     ok = within is not None and within <= 5 and athena["failed"] == 0
-    return ok, f"all subscribed within {within} s (<= 5), failed {athena['failed']}"
+    return ok, f"all subscribed within {within:.2f} s (<= 5), failed {athena['failed']}"
 
 
 def _slow(rows: list[Row]) -> tuple[bool | None, str]:
@@ -112,10 +112,12 @@ def _slow(rows: list[Row]) -> tuple[bool | None, str]:
         return None, "no athena/memory row"
     ratio = athena["p99_ratio"] or 0.0
     closed = (athena["slow_closes_metric"] or 0) >= 1 or athena["slow_close_code"] == 4008
-    growth = athena["rss_growth_mib_with"]
-    ok = ratio <= 1.2 and closed and growth <= 64
+    # The memory store keeps every event, so RSS grows in both runs: bounded means the
+    # silent client adds no more than a few slow-consumer limits' worth.
+    extra = athena["rss_growth_mib_with"] - athena["rss_growth_mib_without"]
+    ok = ratio <= 1.2 and closed and extra <= 16
     return ok, (f"p99 with/without {ratio:.2f} (<= 1.2), closed 4008: {closed}, "
-                f"RSS growth {growth:.1f} MiB (<= 64)")
+                f"extra RSS growth with the slow reader {extra:.1f} MiB (<= 16)")
 
 
 JUDGES: dict[str, Callable[[list[Row]], tuple[bool | None, str]]] = {
