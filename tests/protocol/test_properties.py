@@ -324,9 +324,9 @@ async def run_scenario(
         await log.close()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    retention=st.integers(min_value=1, max_value=30),
+    retention=st.integers(min_value=1, max_value=12),
     batches=appends,
     qs=st.lists(queries, min_size=1, max_size=8),
 )
@@ -339,9 +339,9 @@ def test_memory_log_travel_matches_the_model(
         asyncio.run(run_scenario(log, model, batches, qs))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    retention=st.integers(min_value=1, max_value=30),
+    retention=st.integers(min_value=1, max_value=12),
     small_cache=st.booleans(),
     batches=appends,
     qs=st.lists(queries, min_size=1, max_size=8),
