@@ -6,7 +6,8 @@ increment once per batch (``inc(n)``), never once per message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
@@ -17,6 +18,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -70,8 +73,54 @@ class Metrics:
             "athena_cdc_log_bytes", "Bytes of the log (memory held, or file size)", registry=r
         )
 
+    def watch_sources(self, sources: Sequence[SourceStats]) -> None:
+        self.registry.register(_SourceCollector(sources))
+
     def gauge_from(self, gauge: Gauge, read: Callable[[], float]) -> None:
         gauge.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SourceStats(Protocol):
+    """What a source exposes for metrics (plain attributes, updated by the source)."""
+
+    name: str
+    rows_applied: int
+    rows_skipped: int
+    transactions: int
+    reconnects: int
+    append_failures: int
+    last_commit_lag_seconds: float | None
+
+
+class _SourceCollector(Collector):
+    """Reads the sources' counters at scrape time: nothing to update on the hot path."""
+
+    _COUNTERS = (
+        ("rows_applied", "Row changes appended to the log"),
+        ("rows_skipped", "Row changes skipped (no channel for them)"),
+        ("transactions", "Source transactions applied"),
+        ("reconnects", "Reconnections to the source"),
+        ("append_failures", "Failed appends to the log (retried)"),
+    )
+
+    def __init__(self, sources: Sequence[SourceStats]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Any]:
+        for attr, text in self._COUNTERS:
+            family = CounterMetricFamily(f"athena_cdc_source_{attr}", text, labels=["source"])
+            for source in self.sources:
+                family.add_metric([source.name], getattr(source, attr))
+            yield family
+        lag = GaugeMetricFamily(
+            "athena_cdc_source_commit_lag_seconds",
+            "Last transaction: commit in the source to durable in the log",
+            labels=["source"],
+        )
+        for source in self.sources:
+            if source.last_commit_lag_seconds is not None:
+                lag.add_metric([source.name], source.last_commit_lag_seconds)
+        yield lag

@@ -146,6 +146,8 @@ def channel_problem(name: str) -> str | None:
         return f"must be at most {MAX_CHANNEL_LENGTH} characters"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
         return "must not contain control characters"
+    if any(0xD800 <= ord(c) < 0xE000 for c in name):
+        return "must be valid UTF-8"  # lone surrogates: bytes that were not UTF-8
     return None
 
 

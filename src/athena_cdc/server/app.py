@@ -19,6 +19,7 @@ from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
+from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
@@ -58,8 +59,9 @@ def make_sources(settings: Settings, event_log: EventLog, metrics: Metrics) -> l
         return []
     from athena_cdc.sources.postgres import PostgresSource
 
-    sources: list[Source] = [PostgresSource(dsn, settings, event_log) for dsn in settings.source]
-    return sources
+    sources = [PostgresSource(dsn, settings, event_log) for dsn in settings.source]
+    metrics.watch_sources(sources)
+    return list(sources)
 
 
 class AthenaServer:
@@ -110,11 +112,14 @@ class AthenaServer:
         self.log.add_listener(self.hub.on_append)
         self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
-        self._runner = web.AppRunner(
+        self._runner = JsonErrorAppRunner(
             self._build_app(),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,
+            # After an early 413, read and drop the rest of the body for at most 1 s
+            # (so the client sees the answer), not aiohttp's default 10 s.
+            lingering_time=1.0,
         )
         await self._runner.setup()
         self._site = web.TCPSite(

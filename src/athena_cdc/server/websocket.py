@@ -64,7 +64,7 @@ class WebSocketEndpoint:
         ws = web.WebSocketResponse(
             compress=False,  # frames must be the same bytes for every subscriber
             heartbeat=self.ping_interval,
-            max_msg_size=MAX_MESSAGE_BYTES,
+            max_msg_size=MAX_MESSAGE_BYTES + 1,  # aiohttp refuses sizes >= this value
             decode_text=False,
         )
         if not ws.can_prepare(request).ok:

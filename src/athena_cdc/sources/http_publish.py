@@ -8,6 +8,9 @@ appended atomically. The 201 answer is sent only once the events are durable.
 from __future__ import annotations
 
 import hmac
+import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,16 +37,41 @@ class PublishError(Exception):
         body: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.index is not None:
             body["index"] = self.index
-        return web.Response(
+        response = web.Response(
             body=orjson.dumps(body), status=self.status, content_type="application/json"
         )
+        if self.status == 413:
+            # The unread rest of the body would otherwise keep the connection busy
+            # (and a draining server waiting for it).
+            response.force_close()
+        return response
+
+
+# A run of 19+ digits may be an integer beyond 64 bits, which orjson would silently
+# turn into a float. Such bodies (rare) take the exact path of the standard library.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode(body: bytes) -> tuple[Any, Callable[[Any], bytes]]:
+    """The body's JSON, and the encoder that gives its values back exactly."""
+    if not _LONG_NUMBER.search(body):
+        return orjson.loads(body), orjson.dumps
+    return json.loads(body, parse_constant=_reject_constant), _exact_dumps
+
+
+def _exact_dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def parse_events(body: bytes) -> list[NewEvent]:
     """Validate a request body into events to append, or raise :class:`PublishError`."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data, dumps = _decode(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson's error is a ValueError
         raise PublishError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     items = data if isinstance(data, list) else [data]
     single = not isinstance(data, list)
@@ -75,7 +103,11 @@ def parse_events(body: bytes) -> list[NewEvent]:
             raise PublishError(400, "invalid_event", f'{where}"organization_id" {problem}.', at)
         if "payload" not in item:
             raise PublishError(400, "invalid_event", f'{where}"payload" is required.', at)
-        events.append(NewEvent(channel, orjson.dumps(item["payload"])))
+        try:
+            payload = dumps(item["payload"])
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise PublishError(400, "invalid_json", f"{where}payload: {exc}", at) from None
+        events.append(NewEvent(channel, payload))
     return events
 
 
@@ -108,6 +140,8 @@ class PublishEndpoint:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large() from None
+        if len(body) > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check
+            raise _too_large()
         events = parse_events(body)
         try:
             appended = await self.log.append(events)
