@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,37 @@ async def test_travel_does_not_disturb_later_live_events(server: AthenaServer) -
         [got] = await c.recv_events(1)
         assert got["data"]["seq"] == 11 and got["data"]["payload"] == "after"
         assert json.loads(json.dumps(got)) == got
+
+
+async def test_events_appended_while_a_tail_travel_reads_the_disk_arrive_in_order(
+    tmp_path: Path,
+) -> None:
+    """A travel answered from disk (in another thread) while producers append.
+
+    The reader is slowed down so that events committed during the travel are both held
+    (they are live events of a subscribed channel) and visible to the read. Whatever the
+    server picks, each new event must reach the client once and in seq order.
+    """
+    # A cache of 300 bytes holds fewer than 3 events: a travel of 3 reads the file.
+    async with running_server(
+        store="sqlite", data_dir=str(tmp_path / "d"), memory_limit=300
+    ) as srv:
+        await fill(srv, "r", 200)
+        log: Any = srv.log
+        read_disk = log._read_disk
+
+        def slow_read_disk(*args: Any) -> Any:
+            time.sleep(0.5)  # the reader thread, not the event loop
+            return read_disk(*args)
+
+        log._read_disk = slow_read_disk
+        async with client(srv, "r") as c:
+            await c.send({"type": "travel", "limit": 3})
+            await asyncio.sleep(0.15)
+            await publish_many(srv, "r", ["new"] * 5)  # seqs 201..205, during the read
+            replayed, ack = await c.read_travel()
+            assert ack["count"] == len(replayed) == 3
+            new = [s for s in seqs(replayed) if s > 200]
+            new += seqs(await c.recv_events(5 - len(new)))
+            assert new == [201, 202, 203, 204, 205], (seqs(replayed), new)
+            await c.expect_silence(0.2)
