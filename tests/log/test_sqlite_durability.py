@@ -123,7 +123,7 @@ def test_time_lookup_uses_the_time_index_then_the_primary_key(tmp_path: Path) ->
         row[3]
         for row in con.execute(
             "EXPLAIN QUERY PLAN SELECT seq, ts_ms, payload FROM events "
-            "WHERE channel_id = 1 AND seq >= 5 ORDER BY seq LIMIT 10"
+            "WHERE channel_id = 1 AND seq BETWEEN 5 AND 9 ORDER BY seq LIMIT 10"
         )
     )
     assert "PRIMARY KEY" in plan and "TEMP B-TREE" not in plan

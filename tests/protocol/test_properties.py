@@ -163,7 +163,7 @@ bad_values = {
     | st.tuples(channels, st.characters(categories=["Cc"]), channels).map("".join)
     | st.booleans()
     | st.integers()
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.lists(st.text(max_size=3), max_size=2)
     | st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
 }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from athena_cdc.protocol.frames import frame_header_length, text_frame
@@ -98,6 +98,13 @@ class TravelQuery:
     since_seq: int | None
     since_ts_ms: int | None
     limit: int
+    # Per channel, the newest seq the travel may return: the last seq the connection
+    # had been sent live when the travel began. Later events reach it live, after the
+    # ack, so a slow (disk) read can never send them out of order.
+    until_seq: Mapping[str, int] | None = None
+
+    def upper(self, channel: str) -> int | None:
+        return None if self.until_seq is None else self.until_seq.get(channel)
 
     @property
     def has_cursor(self) -> bool:
@@ -187,11 +194,13 @@ class EventLog(abc.ABC):
         since_ts_ms: int | None,
         limit: int,
         newest: bool,
+        until_seq: int | None = None,
     ) -> list[Event]:
         """Up to ``limit`` events of one channel, oldest first.
 
-        Events with ``seq > since_seq`` and ``ts_ms >= since_ts_ms`` (each when given);
-        the newest ``limit`` of them if ``newest`` else the oldest ``limit``.
+        Events with ``seq > since_seq``, ``ts_ms >= since_ts_ms`` and
+        ``seq <= until_seq`` (each when given); the newest ``limit`` of them if
+        ``newest`` else the oldest ``limit``.
         """
 
     async def travel(self, query: TravelQuery) -> TravelResult:

@@ -90,9 +90,12 @@ class MemoryLog(EventLog):
         since_ts_ms: int | None,
         limit: int,
         newest: bool,
+        until_seq: int | None = None,
     ) -> list[Event]:
         ring = self._rings.ring(channel)
-        return [] if ring is None else ring.select(since_seq, since_ts_ms, limit, newest)
+        if ring is None:
+            return []
+        return ring.select(since_seq, since_ts_ms, limit, newest, until_seq)
 
     def stats(self) -> LogStats:
         return LogStats(len(self._rings.rings), self._rings.events, self._rings.bytes)

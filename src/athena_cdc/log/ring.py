@@ -61,7 +61,12 @@ class ChannelRing:
         return self._events[self._start] if len(self) else None
 
     def select(
-        self, since_seq: int | None, since_ts_ms: int | None, limit: int, newest: bool
+        self,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+        until_seq: int | None = None,
     ) -> list[Event]:
         """Matching events, oldest first (see EventLog.read_channel)."""
         lo = self._start
@@ -70,6 +75,8 @@ class ChannelRing:
         if since_ts_ms is not None:
             lo = bisect.bisect_left(self._events, since_ts_ms, lo=lo, key=_ts)
         hi = len(self._events)
+        if until_seq is not None:
+            hi = min(hi, self._start + until_seq + 1 - self.first_seq)
         if lo >= hi:
             return []
         if newest:

@@ -300,15 +300,17 @@ class SqliteLog(EventLog):
         since_ts_ms: int | None,
         limit: int,
         newest: bool,
+        until_seq: int | None = None,
     ) -> list[Event]:
         ring = self._cache.ring(channel)
         if ring is None:
             return []
-        if self._cache_covers(channel, ring, since_seq, since_ts_ms, limit, newest):
-            return ring.select(since_seq, since_ts_ms, limit, newest)
+        last = ring.last_seq if until_seq is None else min(until_seq, ring.last_seq)
+        if self._cache_covers(channel, ring, since_seq, since_ts_ms, limit, newest, last):
+            return ring.select(since_seq, since_ts_ms, limit, newest, last)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._readers, self._read_disk, channel, since_seq, since_ts_ms, limit, newest
+            self._readers, self._read_disk, channel, since_seq, since_ts_ms, limit, newest, last
         )
 
     def _cache_covers(
@@ -319,12 +321,13 @@ class SqliteLog(EventLog):
         since_ts_ms: int | None,
         limit: int,
         newest: bool,
+        last: int,
     ) -> bool:
         disk = self._disk.get(channel)
         if disk is None or ring.first_seq <= disk.first_seq:
             return True  # the cache holds everything retained
         if newest:
-            return len(ring) >= limit
+            return last - ring.first_seq + 1 >= limit
         if since_seq is not None and ring.covers_from(since_seq + 1):
             return True
         oldest = ring.oldest()
@@ -345,6 +348,7 @@ class SqliteLog(EventLog):
         since_ts_ms: int | None,
         limit: int,
         newest: bool,
+        last: int,
     ) -> list[Event]:
         con = self._reader()
         row = con.execute("SELECT id FROM channels WHERE name = ?", (channel,)).fetchone()
@@ -364,9 +368,9 @@ class SqliteLog(EventLog):
             start = max(start, hit[0])
         order = "DESC" if newest else "ASC"
         rows = con.execute(
-            f"SELECT seq, ts_ms, payload FROM events WHERE channel_id = ? AND seq >= ? "
-            f"ORDER BY seq {order} LIMIT ?",
-            (channel_id, start, limit),
+            f"SELECT seq, ts_ms, payload FROM events WHERE channel_id = ? "
+            f"AND seq BETWEEN ? AND ? ORDER BY seq {order} LIMIT ?",
+            (channel_id, start, last, limit),
         ).fetchall()
         if newest:
             rows.reverse()

@@ -33,7 +33,12 @@ async def run_travel(log: EventLog, query: TravelQuery) -> TravelResult:
             gaps.append(gap)
         # One more than the limit tells whether more matched.
         events = await log.read_channel(
-            channel, query.since_seq, query.since_ts_ms, query.limit + 1, newest
+            channel,
+            query.since_seq,
+            query.since_ts_ms,
+            query.limit + 1,
+            newest,
+            query.upper(channel),
         )
         per_channel.append(events)
     if len(per_channel) == 1:
@@ -66,7 +71,8 @@ def retention_gap(channel: str, bounds: ChannelBounds, query: TravelQuery) -> Ga
     elif query.since_ts_ms is not None:
         start = 1
     else:
-        start = max(1, bounds.last_seq - query.limit + 1)
+        last = query.upper(channel)
+        start = max(1, (bounds.last_seq if last is None else last) - query.limit + 1)
     if start > dropped_through:
         return None
     return Gap(channel, start, dropped_through)

@@ -153,8 +153,10 @@ class WebSocketEndpoint:
         channels = (
             (travel.organization_id,) if travel.organization_id else tuple(sorted(conn.channels))
         )
-        query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit)
         conn.hold()
+        # Events after these seqs are held for this connection and follow the ack.
+        until = {channel: self.log.bounds(channel).last_seq for channel in channels}
+        query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
         replayed: dict[str, tuple[int, int]] = {}
         try:
             try:
