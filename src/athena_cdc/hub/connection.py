@@ -7,8 +7,8 @@ between all subscribers. A connection keeps references to those blobs and writes
 them with a single ``transport.write`` when the hub flushes it at the end of the
 event-loop tick: one system call per client per tick, however many events.
 
-While a travel is answered, live batches are *held* and released after the ack,
-minus the events the travel itself already sent, so the client sees each event once.
+While a travel is answered, live batches are *held* and released after the ack; the
+travel stops where the live stream was when it began, so each event is sent once.
 
 A client that still has more than ``limit`` unsent bytes when the next data for it
 is flushed is a slow consumer: it is closed with 4008 and told to travel from its
@@ -150,18 +150,16 @@ class Connection:
         self._held = []
         self._held_bytes = 0
 
-    def release(self, replayed: dict[str, tuple[int, int]]) -> None:
-        """Queue the held events, skipping the seq range each channel's travel sent."""
+    def release(self) -> None:
+        """Queue the held events behind the travel's ack.
+
+        The travel itself stops at the seqs this connection had been sent when it
+        began (``TravelQuery.until_seq``), so no held event is also in the reply.
+        """
         held, self._held = self._held or [], None
         self._held_bytes = 0
         for batch in held:
-            seen = replayed.get(batch.channel)
-            if seen is None or not any(seen[0] <= e.seq <= seen[1] for e in batch.events):
-                self._queue(batch.blob)
-                continue
-            rest = [e for e in batch.events if not seen[0] <= e.seq <= seen[1]]
-            if rest:
-                self._queue(b"".join(e.frame for e in rest))
+            self._queue(batch.blob)
 
     async def write_bulk(self, frames: Sequence[bytes]) -> None:
         """Write a travel reply in large chunks, waiting for the socket between them."""

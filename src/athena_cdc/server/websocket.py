@@ -157,16 +157,12 @@ class WebSocketEndpoint:
         # Events after these seqs are held for this connection and follow the ack.
         until = {channel: self.log.bounds(channel).last_seq for channel in channels}
         query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
-        replayed: dict[str, tuple[int, int]] = {}
         try:
             try:
                 result = await self.log.travel(query)
             except StorageUnavailable as exc:
                 self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
                 return
-            for event in result.events:
-                low, high = replayed.get(event.channel, (event.seq, event.seq))
-                replayed[event.channel] = (min(low, event.seq), max(high, event.seq))
             await conn.write_bulk([event.frame for event in result.events])
             conn.send(
                 m.travel_complete_message(
@@ -184,7 +180,7 @@ class WebSocketEndpoint:
         except ConnectionError:
             pass  # the client went away mid-reply
         finally:
-            conn.release(replayed)
+            conn.release()
 
 
 def _dumps(obj: object) -> str:
