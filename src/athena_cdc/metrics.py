@@ -32,7 +32,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.appended = Counter(
-            "athena_cdc_events_appended", "Events appended to the log", ["source"], registry=r
+            "athena_cdc_events_appended", "Events appended to the log (all sources)", registry=r
         )
         self.delivered = Counter(
             "athena_cdc_events_delivered", "Live event messages queued to clients", registry=r

@@ -89,6 +89,25 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def machine_ticks() -> tuple[int, int, int]:
+    """``(busy, softirq, total)`` clock ticks of all CPUs so far, from ``/proc/stat``.
+
+    Softirq time matters on loopback: the receiving side of a TCP send runs in softirq,
+    often in ``ksoftirqd``, and is then charged to no process at all.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return total - idle, fields[6], total
+
+
+def machine_usage(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """Busy and softirq share of the whole machine between two :func:`machine_ticks`."""
+    span = max(1, after[2] - before[2])
+    return {"machine_busy_pct": 100 * (after[0] - before[0]) / span,
+            "softirq_pct": 100 * (after[1] - before[1]) / span}
+
+
 def own_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by the calling process."""
     times = os.times()

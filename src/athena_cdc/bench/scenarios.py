@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from athena_cdc.bench.loadgen import LoadGen
+from athena_cdc.bench.procstat import machine_ticks, machine_usage
 from athena_cdc.bench.profiling import Profiler, top_functions
 from athena_cdc.bench.publisher import Publisher, pad_for, payload, publish_paced, random_picker
 from athena_cdc.bench.servers import ServerHandle, make_server, running
@@ -176,11 +177,12 @@ async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
         await publish_paced(publisher, p["rate"], p["warmup_s"], random_picker(channels, 7), pad)
         await asyncio.sleep(0.5)
     await lg.reset()
-    cpu0 = server.cpu_seconds()
+    cpu0, ticks0 = server.cpu_seconds(), machine_ticks()
     report = await publish_paced(publisher, p["rate"], p["duration_s"],
                                  random_picker(channels), pad, p["interval_s"])
     expected_by_name = {name: report.per_channel.get(name, 0) for name in subscribers_of}
     expected_total = sum(n * subscribers_of[c] for c, n in expected_by_name.items())
+    usage = machine_usage(ticks0, machine_ticks())
     per_worker = [sum(expected_by_name[n] for n in share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
     cpu = server.cpu_seconds() - cpu0
@@ -192,7 +194,7 @@ async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
             "received": stats["received"], "lost": max(0, expected_total - stats["received"]),
             "gaps": stats["gaps"], "duplicates": stats["duplicates"], "complete": complete,
             "server_cpu_pct": 100 * cpu / report.seconds, "client_cpu_s": stats["client_cpu_s"],
-            "cdf": cdf_points(latencies)}
+            **usage, "cdf": cdf_points(latencies)}
 
 
 async def steady(bench: Bench, server: ServerHandle, p: Params) -> Row:

@@ -110,6 +110,7 @@ class AthenaServer:
     async def start(self) -> None:
         await self.log.open()
         self.log.add_listener(self.hub.on_append)
+        self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
         self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
         self._runner = JsonErrorAppRunner(

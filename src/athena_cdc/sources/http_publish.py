@@ -149,7 +149,6 @@ class PublishEndpoint:
             raise PublishError(
                 503, "unavailable", f"The event log cannot take writes: {exc}. Retry later."
             ) from None
-        self.metrics.appended.labels("http").inc(len(appended))
         return web.Response(
             body=b'{"events":[%b]}'
             % b",".join(
