@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -49,14 +50,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def athena_executable() -> str:
+def athena_command() -> list[str]:
+    """How to run athena-cdc: ``$ATHENA_CDC_BENCH_COMMAND`` (to compare builds or wrap the
+    server, e.g. with a GC setting), else the ``athena-cdc`` beside this Python."""
+    override = os.environ.get("ATHENA_CDC_BENCH_COMMAND")
+    if override:
+        return shlex.split(override)
     beside = Path(sys.executable).parent / "athena-cdc"
     if beside.exists():
-        return str(beside)
+        return [str(beside)]
     found = shutil.which("athena-cdc")
     if found is None:
         raise RuntimeError("athena-cdc is not installed (pip install -e .)")
-    return found
+    return [found]
 
 
 def ensure_node_baseline() -> Path:
@@ -100,7 +106,7 @@ class ServerHandle:
 
     def command(self) -> list[str]:
         if self.kind == "athena":
-            return [athena_executable(), "serve", "--store", self.store, "--port",
+            return [*athena_command(), "serve", "--store", self.store, "--port",
                     str(self.ws_port), "--host", self.host, "--data-dir", str(self.data_dir),
                     *self.extra_args]
         if self.kind == "node":
