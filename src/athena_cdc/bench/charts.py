@@ -34,8 +34,8 @@ def plot(scenarios: dict[str, dict[str, Any]], path: Path) -> Path | None:
         result = scenarios[name]
         good = [r for r in result["rows"] if "error" not in r]
         if kind == "bars":
-            _bars(ax, good, "msgs_per_cpu_s", "delivered msgs per server CPU-second",
-                  "burst: 500 subscribers x 2,000 events")
+            _bars(ax, good, "msgs_per_cpu_s", "delivered msgs per server CPU-second (log)",
+                  "burst: 500 subscribers x 2,000 events", log=True)
         elif kind == "travel":
             _bars(ax, good, "ack_ms", "ms from travel request to ack",
                   f"travel: replay of {result['params'].get('events', 0):,} events")
@@ -60,7 +60,8 @@ def plot(scenarios: dict[str, dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def _bars(ax: Any, rows: list[dict[str, Any]], key: str, ylabel: str, title: str) -> None:
+def _bars(ax: Any, rows: list[dict[str, Any]], key: str, ylabel: str, title: str,
+          log: bool = False) -> None:
     rows = [r for r in rows if isinstance(r.get(key), int | float)]
     labels = [r["server"] for r in rows]
     values = [float(r[key]) for r in rows]
@@ -68,6 +69,8 @@ def _bars(ax: Any, rows: list[dict[str, Any]], key: str, ylabel: str, title: str
     for bar, value in zip(bars, values, strict=True):
         ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=9)
+    if log:
+        ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)

@@ -23,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
         prog="athena-cdc bench",
         description="Benchmark athena-cdc against a Node.js ws and a naive Python "
                     "websockets server, on this machine, with the same load generator.")
-    p.add_argument("scenario", choices=[*ORDER, "all"], help="what to run")
+    p.add_argument("scenario", choices=[*ORDER, "all", "chart"],
+                   help="what to run ('chart': only redraw latest.png from latest.json)")
     p.add_argument("--server", choices=[*SERVER_KINDS, "all"], action="append",
                    help="server(s) to run (repeatable) [default: all]")
     p.add_argument("--store", choices=["memory", "sqlite", "both"],
@@ -113,7 +114,7 @@ def _plot(results: list[dict[str, Any]], folder: Path, merged: bool) -> None:
 
     stamp = time.strftime("%Y%m%dT%H%M%S")
     scenarios = {r["scenario"]: r for r in results}
-    path = charts.plot(scenarios, folder / f"chart-{stamp}.png")
+    path = charts.plot(scenarios, folder / f"chart-{stamp}.png") if scenarios else None
     if path:
         print(f"saved {path}", file=sys.stderr)
     latest = folder / "latest.json"
@@ -126,6 +127,9 @@ def _plot(results: list[dict[str, Any]], folder: Path, merged: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == "chart":
+        _plot([], args.results_dir or repo_root() / "bench" / "results", merged=True)
+        return 0
     try:
         import uvloop
     except ImportError:

@@ -5,8 +5,8 @@ answers commands sent by the orchestrator over a pipe (``connect``, ``reset``, `
 ``stats``, ``travel``, ``close``). A client does as little per frame as it can: in
 ``count`` mode it counts frames and keeps the last one (its seq is checked at the end); in
 ``parse`` mode it decodes each event with orjson, checks that seqs follow each other and
-records the publish -> receive latency from the ``t`` field (``time.time_ns()`` at publish;
-same machine, same clock). ``parse_every=N`` puts one connection in N in parse mode and the
+records the publish -> receive latency from the ``t`` field (``time.time_ns() // 1000`` at
+publish; same machine, same clock). ``parse_every=N`` puts one connection in N in parse mode and the
 rest in count mode: latency is then sampled on a tenth (say) of the connections, which
 sit at random places in the server's fan-out order, and the client costs less CPU. Every
 worker reports its own CPU time so a reader can see whether the load generator, not the
@@ -107,7 +107,7 @@ class Subscriber(WSListener):
                 if totals.recording:
                     payload = event["payload"]
                     if type(payload) is dict and "t" in payload:
-                        totals.latencies_us.append((now - payload["t"]) // 1000)
+                        totals.latencies_us.append(now // 1000 - payload["t"])
             else:
                 self.last_frame = data
         elif kind is _CLOSE:
