@@ -199,7 +199,12 @@ async def test_many_clients_of_one_channel_each_get_every_event(
 
 @pytest.mark.parametrize(
     "number",
-    [123456789012345678901234567890, -98765432109876543210987654321, 18446744073709551616],
+    [
+        123456789012345678901234567890,
+        -98765432109876543210987654321,
+        18446744073709551616,
+        -9223372036854775809,
+    ],
 )
 async def test_integers_beyond_64_bits_are_kept_exactly_or_refused(
     server: AthenaServer, number: int

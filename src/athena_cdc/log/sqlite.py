@@ -330,9 +330,9 @@ class SqliteLog(EventLog):
             return last - ring.first_seq + 1 >= limit
         if since_seq is not None and ring.covers_from(since_seq + 1):
             return True
-        oldest = ring.oldest()
-        # Events before the cache have ts <= oldest.ts_ms, so none of them can match.
-        return since_ts_ms is not None and oldest is not None and oldest.ts_ms < since_ts_ms
+        oldest = ring.oldest_ts()
+        # Events before the cache have ts <= oldest, so none of them can match.
+        return since_ts_ms is not None and oldest is not None and oldest < since_ts_ms
 
     def _reader(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)

@@ -47,9 +47,11 @@ class PublishError(Exception):
         return response
 
 
-# A run of 19+ digits may be an integer beyond 64 bits, which orjson would silently
-# turn into a float. Such bodies (rare) take the exact path of the standard library.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# orjson reads integers exactly from -2**63 to 2**64-1 and silently turns anything
+# beyond into a float. 20 digits, or a minus and 19, may be beyond: such bodies (rare;
+# nanosecond timestamps and snowflake ids have 19 digits) take the exact path of the
+# standard library.
+_LONG_NUMBER = re.compile(rb"\d{20}|-\d{19}")
 
 
 def _reject_constant(name: str) -> None:
