@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -175,3 +176,28 @@ async def test_sigkill_after_201_loses_nothing_and_seq_continues(tmp_path: Path)
         answer = post(server.base, {"organization_id": "k", "payload": "after"})
         assert answer["events"][0]["seq"] == 501  # type: ignore[index]
         assert server.terminate() == 0
+
+
+async def test_a_disk_read_after_restart_fills_the_cache(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.open()
+    await log.append([new("a", i) for i in range(1000)])
+    await log.close()
+
+    log = SqliteLog(tmp_path)
+    await log.open()
+    try:
+        tail = TravelQuery(("a",), None, None, 300)
+        cold = await log.travel(tail)
+        # The newest 300 are now cached: the same travel, and a page within it, no
+        # longer need the disk (the reader pool is shut down to prove it).
+        log._readers.shutdown()
+        warm = await log.travel(tail)
+        assert [e.frame for e in warm.events] == [e.frame for e in cold.events]
+        page = await log.travel(TravelQuery(("a",), 900, None, 50))
+        assert [e.seq for e in page.events] == list(range(901, 951))
+        (event,) = await log.append([new("a", "next")])
+        assert event.seq == 1001
+    finally:
+        log._readers = ThreadPoolExecutor(1)
+        await log.close()

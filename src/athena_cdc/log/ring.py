@@ -74,6 +74,19 @@ class ChannelRing:
             self._start = 0
         return len(frame) + len(self.channel) + EVENT_OVERHEAD_BYTES
 
+    def prepend(self, events: list[Event]) -> None:
+        """Put older events, contiguous with the oldest held, in front (cache fill)."""
+        if not events:
+            return
+        if events[-1].seq != self.first_seq - 1:
+            raise ValueError("prepended events must end right before the oldest held")
+        self._frames[: self._start] = [e.frame for e in events]
+        self._ts = array("q", [e.ts_ms for e in events]) + self._ts[self._start :]
+        self._start = 0
+        self.first_seq = events[0].seq
+        if self.last_seq < events[-1].seq:  # the ring was empty
+            self.last_seq, self.last_ts_ms = events[-1].seq, events[-1].ts_ms
+
     def oldest_ts(self) -> int | None:
         return self._ts[self._start] if len(self) else None
 
@@ -145,6 +158,25 @@ class RingSet:
             self._drop(ring)
         while self.bytes > self.max_bytes and self._order:
             self._evict_globally_oldest()
+
+    def add_older(self, channel: str, events: list[Event]) -> int:
+        """Cache events read from disk that end right before ``channel``'s oldest held.
+
+        Returns how many were kept: they are the oldest of the node, so they are the
+        first to go under the per-channel and global bounds.
+        """
+        ring = self.rings.get(channel)
+        if ring is None or not events or events[-1].seq != ring.first_seq - 1:
+            return 0
+        room = self.per_channel - len(ring)
+        events = events[-room:] if room > 0 else []
+        ring.prepend(events)
+        self.bytes += sum(event_cost(e) for e in events)
+        self.events += len(events)
+        self._order.extendleft((channel, e.seq) for e in reversed(events))
+        while self.bytes > self.max_bytes and self._order:
+            self._evict_globally_oldest()
+        return len(events)
 
     def _drop(self, ring: ChannelRing) -> None:
         self.bytes -= ring.drop_oldest()

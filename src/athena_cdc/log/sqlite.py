@@ -309,9 +309,19 @@ class SqliteLog(EventLog):
         if self._cache_covers(channel, ring, since_seq, since_ts_ms, limit, newest, last):
             return ring.select(since_seq, since_ts_ms, limit, newest, last)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        events = await loop.run_in_executor(
             self._readers, self._read_disk, channel, since_seq, since_ts_ms, limit, newest, last
         )
+        self._fill_cache(channel, events)
+        return events
+
+    def _fill_cache(self, channel: str, events: list[Event]) -> None:
+        """Keep what a disk read found when it joins the cache (typical after a restart,
+        when the cache is empty and a client asks for the newest events)."""
+        disk = self._disk.get(channel)
+        if disk is not None:
+            retained = [e for e in events if e.seq >= disk.first_seq]
+            self._cache.add_older(channel, retained)
 
     def _cache_covers(
         self,
