@@ -22,6 +22,7 @@ import abc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from athena_cdc.protocol.frames import frame_header_length, text_frame
 from athena_cdc.protocol.messages import encode_event
@@ -37,14 +38,16 @@ class NewEvent:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """An event in the log.
 
     ``frame`` is the complete WebSocket text frame of the server message
     ``{"organization_id":...,"data":{"seq":...,"ts_ms":...,"payload":...}}``, built
     once when the event is appended: server frames are unmasked, so these exact bytes
     go to every subscriber and every replay without encoding anything again.
+
+    A named tuple: twice as fast to build as a frozen dataclass, which matters when a
+    travel of 50,000 events rebuilds them from a ring or from disk.
     """
 
     channel: str

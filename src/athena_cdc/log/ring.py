@@ -16,8 +16,11 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections import deque
+from itertools import repeat
 
 from athena_cdc.log.base import Event
+
+_new_tuple = tuple.__new__
 
 # Per-event bookkeeping (bytes object header, list slot, ts slot) counted in the bound.
 EVENT_OVERHEAD_BYTES = 64
@@ -114,8 +117,12 @@ class ChannelRing:
         else:
             hi = min(hi, lo + limit)
         seq0 = self.first_seq - self._start
-        channel, frames, ts = self.channel, self._frames, self._ts
-        return [Event(channel, seq0 + i, ts[i], frames[i]) for i in range(lo, hi)]
+        # tuple.__new__ over zipped columns: the fastest way to build many Events
+        # (about twice as fast as calling Event(...) per item).
+        columns = zip(
+            repeat(self.channel), range(seq0 + lo, seq0 + hi), self._ts[lo:hi], self._frames[lo:hi]
+        )
+        return [_new_tuple(Event, row) for row in columns]
 
     def covers_from(self, seq: int) -> bool:
         """Whether every event with seq >= ``seq`` that exists is held here."""
