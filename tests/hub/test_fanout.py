@@ -9,9 +9,11 @@ import socket
 import struct
 
 import orjson
+import pytest
 import websockets
 from aiohttp import ClientSession
 
+from athena_cdc.hub import connection
 from athena_cdc.server.app import AthenaServer
 from tests.support.servers import http_url, running_server, ws_url
 
@@ -150,3 +152,32 @@ async def test_a_reader_that_never_reads_does_not_grow_server_memory() -> None:
             assert server.metrics.slow_consumer_closes._value.get() == 1
         finally:
             stuck.close()
+
+
+async def test_a_client_that_stops_reading_a_travel_is_closed_and_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "TRAVEL_WRITE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(connection, "CLOSE_GRACE_S", 0.5)
+    async with running_server(store="memory") as server:
+        for _ in range(10):
+            await publish(server, "quiet", [{"pad": "z" * 1000}] * 2000)
+        stuck = await asyncio.to_thread(raw_upgrade, server.port, "quiet")
+        try:
+            stuck.sendall(masked_text(b'{"type":"travel","since_seq":0,"limit":50000}'))
+            # The channel is quiet: only the travel's own write timeout can catch it.
+            for _ in range(100):
+                if not server.hub.connections:
+                    break
+                await asyncio.sleep(0.05)
+            assert not server.hub.connections
+            assert server.metrics.slow_consumer_closes._value.get() == 1
+        finally:
+            stuck.close()
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A client text frame (clients must mask), for the raw socket client."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + masked

@@ -128,3 +128,11 @@ async def test_memory_log_respects_its_global_memory_bound() -> None:
     for c in range(7):
         events = await everything(log, f"c{c}")
         assert events[-1].seq == len([i for i in range(2_000) if i % 7 == c])
+
+
+async def test_memory_bookkeeping_stays_bounded_by_what_is_retained() -> None:
+    log = memory.MemoryLog(retention_events=100)
+    for i in range(20_000):
+        await log.append([new(f"c{i % 3}", i)])
+    assert log.stats().events == 300
+    assert len(log._rings._order) <= 2 * 300 + 1024 + 1

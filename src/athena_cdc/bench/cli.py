@@ -22,28 +22,59 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="athena-cdc bench",
         description="Benchmark athena-cdc against a Node.js ws and a naive Python "
-                    "websockets server, on this machine, with the same load generator.")
-    p.add_argument("scenario", choices=[*ORDER, "all", "chart"],
-                   help="what to run ('chart': only redraw latest.png from latest.json)")
-    p.add_argument("--server", choices=[*SERVER_KINDS, "all"], action="append",
-                   help="server(s) to run (repeatable) [default: all]")
-    p.add_argument("--store", choices=["memory", "sqlite", "both"],
-                   help="athena-cdc store [default: per scenario; steady and travel: both]")
-    p.add_argument("--json", action="store_true",
-                   help="save bench/results/<scenario>-<time>.json and update latest.json")
-    p.add_argument("--plot", action="store_true",
-                   help="save a PNG chart under bench/results/ (and latest.png)")
+        "websockets server, on this machine, with the same load generator.",
+    )
+    p.add_argument(
+        "scenario",
+        choices=[*ORDER, "all", "chart"],
+        help="what to run ('chart': only redraw latest.png from latest.json)",
+    )
+    p.add_argument(
+        "--server",
+        choices=[*SERVER_KINDS, "all"],
+        action="append",
+        help="server(s) to run (repeatable) [default: all]",
+    )
+    p.add_argument(
+        "--store",
+        choices=["memory", "sqlite", "both"],
+        help="athena-cdc store [default: per scenario; steady and travel: both]",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="save bench/results/<scenario>-<time>.json and update latest.json",
+    )
+    p.add_argument(
+        "--plot", action="store_true", help="save a PNG chart under bench/results/ (and latest.png)"
+    )
     p.add_argument("--markdown", action="store_true", help="print tables as Markdown")
-    p.add_argument("--workers", type=int, default=2,
-                   help="load generator processes [default: 2]")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario parameter, e.g. --set subscribers=100")
-    p.add_argument("--athena-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for 'athena-cdc serve' (repeatable)")
-    p.add_argument("--profile", action="store_true",
-                   help="record the athena-cdc server with py-spy (into the results folder)")
-    p.add_argument("--results-dir", type=Path, default=None,
-                   help="where to save results [default: bench/results]")
+    p.add_argument("--workers", type=int, default=2, help="load generator processes [default: 2]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario parameter, e.g. --set subscribers=100",
+    )
+    p.add_argument(
+        "--athena-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for 'athena-cdc serve' (repeatable)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the athena-cdc server with py-spy (into the results folder)",
+    )
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where to save results [default: bench/results]",
+    )
     return p
 
 
@@ -79,20 +110,31 @@ async def run(args: argparse.Namespace) -> int:
     results_dir = args.results_dir or repo_root() / "bench" / "results"
     limit = raise_nofile_limit()
     if limit < 20_000:
-        print(f"note: open-files limit is {limit}; 10,000-connection scenarios need more",
-              file=sys.stderr)
+        print(
+            f"note: open-files limit is {limit}; 10,000-connection scenarios need more",
+            file=sys.stderr,
+        )
     loadgen = LoadGen(args.workers)
     results = []
     try:
         for name in names:
             scenario = SCENARIOS[name]
-            stores = scenario.stores if args.store is None else (
-                ("memory", "sqlite") if args.store == "both" else (args.store,))
-            params = {**scenario.defaults,
-                      **{k: v for k, v in overrides.items() if k in scenario.defaults}}
-            bench = Bench(loadgen, _servers(kinds, stores), list(args.athena_arg),
-                          say=lambda text: print(text, file=sys.stderr, flush=True),
-                          profile_dir=results_dir if args.profile else None)
+            stores = (
+                scenario.stores
+                if args.store is None
+                else (("memory", "sqlite") if args.store == "both" else (args.store,))
+            )
+            params = {
+                **scenario.defaults,
+                **{k: v for k, v in overrides.items() if k in scenario.defaults},
+            }
+            bench = Bench(
+                loadgen,
+                _servers(kinds, stores),
+                list(args.athena_arg),
+                say=lambda text: print(text, file=sys.stderr, flush=True),
+                profile_dir=results_dir if args.profile else None,
+            )
             started = time.monotonic()
             rows = await run_scenario(bench, scenario, params)
             result = report.stamp_result(name, scenario.target, params, rows, judge(name, rows))

@@ -145,9 +145,15 @@ class Worker:
         self.clients: list[Subscriber] = []
         self.cpu_mark = procstat.own_cpu_seconds()
 
-    async def cmd_connect(self, url: str, names: Sequence[str], parse_every: int = 1,
-                          start_at_ns: int = 0, concurrency: int = 500,
-                          handshake_s: float = 60.0) -> Reply:
+    async def cmd_connect(
+        self,
+        url: str,
+        names: Sequence[str],
+        parse_every: int = 1,
+        start_at_ns: int = 0,
+        concurrency: int = 500,
+        handshake_s: float = 60.0,
+    ) -> Reply:
         """Open one connection per name; report how long each took to be subscribed."""
         if start_at_ns:
             await asyncio.sleep(max(0.0, (start_at_ns - time.time_ns()) / 1e9))
@@ -161,9 +167,12 @@ class Worker:
             async with gate:
                 try:
                     _, client = await ws_connect(
-                        lambda: Subscriber(self.totals, parse), url,
+                        lambda: Subscriber(self.totals, parse),
+                        url,
                         extra_headers={"X-Athena-Client": name},
-                        websocket_handshake_timeout=handshake_s, max_frame_size=64 * 1024**2)
+                        websocket_handshake_timeout=handshake_s,
+                        max_frame_size=64 * 1024**2,
+                    )
                     assert isinstance(client, Subscriber)
                     done_ns = await asyncio.wait_for(client.subscribed, handshake_s)
                 except Exception as exc:
@@ -173,8 +182,12 @@ class Worker:
             delays_ms.append((done_ns - begin) / 1e6)
 
         await asyncio.gather(*(open_one(i, name) for i, name in enumerate(names)))
-        return {"connected": len(delays_ms), "failed": len(errors), "errors": errors[:5],
-                "subscribed_ms": delays_ms}
+        return {
+            "connected": len(delays_ms),
+            "failed": len(errors),
+            "errors": errors[:5],
+            "subscribed_ms": delays_ms,
+        }
 
     async def cmd_reset(self) -> Reply:
         self.totals = Totals()
@@ -202,10 +215,17 @@ class Worker:
                 closes[client.close_code] = closes.get(client.close_code, 0) + 1
         seqs = [c.final_seq() for c in self.clients] or [0]
         return {
-            "received": totals.received, "gaps": totals.gaps, "duplicates": totals.duplicates,
-            "latencies_us": totals.latencies_us.tobytes(), "first_ns": totals.first_ns,
-            "last_ns": totals.last_ns, "min_count": min(counts), "max_count": max(counts),
-            "min_last_seq": min(seqs), "max_last_seq": max(seqs), "closes": closes,
+            "received": totals.received,
+            "gaps": totals.gaps,
+            "duplicates": totals.duplicates,
+            "latencies_us": totals.latencies_us.tobytes(),
+            "first_ns": totals.first_ns,
+            "last_ns": totals.last_ns,
+            "min_count": min(counts),
+            "max_count": max(counts),
+            "min_last_seq": min(seqs),
+            "max_last_seq": max(seqs),
+            "closes": closes,
             "cpu_s": procstat.own_cpu_seconds() - self.cpu_mark,
             "connections": sum(1 for c in self.clients if c.close_code is None),
         }
@@ -222,8 +242,12 @@ class Worker:
         ack_ns, ack = await asyncio.wait_for(client.travel_done, within_s)
         first = client.travel_first_ns or ack_ns
         client.travel_sent_ns = 0
-        return {"first_event_ms": (first - sent) / 1e6, "ack_ms": (ack_ns - sent) / 1e6,
-                "events": client.count - before, "ack": orjson.loads(ack)}
+        return {
+            "first_event_ms": (first - sent) / 1e6,
+            "ack_ms": (ack_ns - sent) / 1e6,
+            "events": client.count - before,
+            "ack": orjson.loads(ack),
+        }
 
     async def cmd_close(self) -> Reply:
         for client in self.clients:
@@ -290,17 +314,26 @@ class LoadGen:
             raise RuntimeError(f"load generator worker {index}: {reply['error']}")
         return reply
 
-    async def _all(self, command: str, per_worker: Sequence[dict[str, Any]] | None = None,
-                   **args: Any) -> list[Reply]:
-        calls = [self._call(i, command, **{**args, **(per_worker[i] if per_worker else {})})
-                 for i in range(self.workers)]
+    async def _all(
+        self, command: str, per_worker: Sequence[dict[str, Any]] | None = None, **args: Any
+    ) -> list[Reply]:
+        calls = [
+            self._call(i, command, **{**args, **(per_worker[i] if per_worker else {})})
+            for i in range(self.workers)
+        ]
         return list(await asyncio.gather(*calls))
 
     def split(self, names: Sequence[str]) -> list[list[str]]:
         return [list(names[i :: self.workers]) for i in range(self.workers)]
 
-    async def connect(self, url: str, names: Sequence[str], parse_every: int = 1,
-                      at_once: bool = False, handshake_s: float = 60.0) -> Reply:
+    async def connect(
+        self,
+        url: str,
+        names: Sequence[str],
+        parse_every: int = 1,
+        at_once: bool = False,
+        handshake_s: float = 60.0,
+    ) -> Reply:
         """Connect one client per name, spread round-robin over the workers.
 
         ``at_once``: every worker starts at the same instant with no concurrency cap
@@ -311,23 +344,28 @@ class LoadGen:
             self.assigned[index].extend(share)
         start = time.time_ns() + 300_000_000 if at_once else 0
         replies = await self._all(
-            "connect", [{"names": share} for share in shares], url=url,
+            "connect",
+            [{"names": share} for share in shares],
+            url=url,
             parse_every=parse_every,
-            start_at_ns=start, concurrency=max(1, len(names)) if at_once else 500,
-            handshake_s=handshake_s)
+            start_at_ns=start,
+            concurrency=max(1, len(names)) if at_once else 500,
+            handshake_s=handshake_s,
+        )
         delays = sorted(d for r in replies for d in r["subscribed_ms"])
-        return {"connected": sum(r["connected"] for r in replies),
-                "failed": sum(r["failed"] for r in replies),
-                "errors": [e for r in replies for e in r["errors"]][:5],
-                "subscribed_ms": delays}
+        return {
+            "connected": sum(r["connected"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "errors": [e for r in replies for e in r["errors"]][:5],
+            "subscribed_ms": delays,
+        }
 
     async def reset(self) -> None:
         await self._all("reset")
 
     async def wait(self, expected: Sequence[int], within_s: float) -> bool:
         """Wait until each worker received its expected number of events."""
-        replies = await self._all("wait", [{"expected": e} for e in expected],
-                                 within_s=within_s)
+        replies = await self._all("wait", [{"expected": e} for e in expected], within_s=within_s)
         return all(r["reached"] for r in replies)
 
     def expected_per_worker(self, per_name: dict[str, int]) -> list[int]:

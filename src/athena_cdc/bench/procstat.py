@@ -104,8 +104,10 @@ def machine_ticks() -> tuple[int, int, int]:
 def machine_usage(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
     """Busy and softirq share of the whole machine between two :func:`machine_ticks`."""
     span = max(1, after[2] - before[2])
-    return {"machine_busy_pct": 100 * (after[0] - before[0]) / span,
-            "softirq_pct": 100 * (after[1] - before[1]) / span}
+    return {
+        "machine_busy_pct": 100 * (after[0] - before[0]) / span,
+        "softirq_pct": 100 * (after[1] - before[1]) / span,
+    }
 
 
 def own_cpu_seconds() -> float:

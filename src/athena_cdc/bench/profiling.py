@@ -31,12 +31,22 @@ class Profiler:
         if executable is None:
             raise RuntimeError("py-spy is not installed")
         self.output = output
-        command = [executable, "record", "--pid", str(pid), "--format", "raw", "--rate",
-                   str(rate), "--nonblocking", "--output", str(output)]
+        command = [
+            executable,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            str(rate),
+            "--nonblocking",
+            "--output",
+            str(output),
+        ]
         if native:
             command.append("--native")
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def stop(self) -> Path:
         """Stop sampling (SIGINT makes py-spy write its output) and return the file."""

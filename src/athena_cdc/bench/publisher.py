@@ -49,7 +49,8 @@ class Publisher:
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=64 * 1024**2)
+            self.host, self.port, limit=64 * 1024**2
+        )
 
     async def post(self, body: bytes, path: str = "/events") -> tuple[int, bytes]:
         """POST ``body`` (JSON); return status and response body."""
@@ -63,12 +64,15 @@ class Publisher:
         self._writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body)
+            + body
+        )
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(None, 2)[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in
-                   (line.partition(":") for line in lines[1:] if line)}
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
         if "content-length" in headers:
             data = await self._reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -121,9 +125,14 @@ class PublishReport:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-async def publish_paced(publisher: Publisher, rate: float, duration: float,
-                        pick_channel: Callable[[], str], pad: int,
-                        interval: float = 0.005) -> PublishReport:
+async def publish_paced(
+    publisher: Publisher,
+    rate: float,
+    duration: float,
+    pick_channel: Callable[[], str],
+    pad: int,
+    interval: float = 0.005,
+) -> PublishReport:
     """Publish ``rate`` events per second for ``duration`` seconds."""
     report = PublishReport()
     start = time.monotonic()

@@ -17,25 +17,75 @@ from typing import Any
 Result = dict[str, Any]
 
 COLUMNS: dict[str, list[str]] = {
-    "burst": ["msgs_per_cpu_s", "best_msgs_per_cpu_s", "msgs_per_cpu_s_schedstat",
-              "server_cpu_s", "wall_s",
-              "msgs_per_wall_s", "client_cpu_s", "complete"],
-    "steady": ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "publish_rate", "lost",
-               "gaps", "server_cpu_pct", "client_cpu_s", "machine_busy_pct", "softirq_pct"],
-    "spread": ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "publish_rate", "lost",
-               "gaps", "server_cpu_pct", "client_cpu_s", "machine_busy_pct", "softirq_pct"],
-    "travel": ["ack_ms", "first_event_ms", "best_ack_ms", "cold_ack_ms",
-               "cold_first_event_ms", "events", "complete"],
+    "burst": [
+        "msgs_per_cpu_s",
+        "best_msgs_per_cpu_s",
+        "msgs_per_cpu_s_schedstat",
+        "server_cpu_s",
+        "wall_s",
+        "msgs_per_wall_s",
+        "client_cpu_s",
+        "complete",
+    ],
+    "steady": [
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "publish_rate",
+        "lost",
+        "gaps",
+        "server_cpu_pct",
+        "client_cpu_s",
+        "machine_busy_pct",
+        "softirq_pct",
+    ],
+    "spread": [
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "publish_rate",
+        "lost",
+        "gaps",
+        "server_cpu_pct",
+        "client_cpu_s",
+        "machine_busy_pct",
+        "softirq_pct",
+    ],
+    "travel": [
+        "ack_ms",
+        "first_event_ms",
+        "best_ack_ms",
+        "cold_ack_ms",
+        "cold_first_event_ms",
+        "events",
+        "complete",
+    ],
     "idle": ["connections", "rss_before_mib", "rss_after_mib", "kib_per_connection"],
     "storm": ["subscribed", "failed", "p50_ms", "p99_ms", "all_within_s"],
-    "slow": ["p99_ms_without", "p99_ms_with", "p99_ratio", "slow_closes_metric",
-             "slow_close_code", "rss_growth_mib_without", "rss_growth_mib_with", "lost"],
+    "slow": [
+        "p99_ms_without",
+        "p99_ms_with",
+        "p99_ratio",
+        "slow_closes_metric",
+        "slow_close_code",
+        "rss_growth_mib_without",
+        "rss_growth_mib_with",
+        "lost",
+    ],
 }
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg": os.getloadavg(),
+    }
 
 
 def fmt(value: Any, column: str = "") -> str:
@@ -56,8 +106,10 @@ def table(result: Result, markdown: bool = False) -> str:
     """The rows of one scenario as an aligned text (or Markdown) table."""
     name = result["scenario"]
     columns = ["server", *COLUMNS.get(name, [])]
-    cells = [[fmt(row.get(c), c) if "error" not in row or c == "server" else "" for c in columns]
-             for row in result["rows"]]
+    cells = [
+        [fmt(row.get(c), c) if "error" not in row or c == "server" else "" for c in columns]
+        for row in result["rows"]
+    ]
     for cell, row in zip(cells, result["rows"], strict=True):
         if "error" in row:
             cell[1] = "error: " + str(row["error"])[:70]
@@ -77,9 +129,11 @@ def summary(result: Result, markdown: bool = False) -> str:
     mark = {True: "PASS", False: "FAIL", None: "n/a"}[verdict["pass"]]
     ratios = ", ".join(f"{k}: {v:.2f}x" for k, v in verdict["ratios"].items()) or "-"
     title = f"## {result['scenario']}" if markdown else f"== {result['scenario']} =="
-    return (f"{title}\ntarget: {result['target']}\n\n{table(result, markdown)}\n\n"
-            f"verdict: {mark} - {verdict['detail']}\nathena-cdc vs baselines "
-            f"(>1 = athena-cdc better): {ratios}\n")
+    return (
+        f"{title}\ntarget: {result['target']}\n\n{table(result, markdown)}\n\n"
+        f"verdict: {mark} - {verdict['detail']}\nathena-cdc vs baselines "
+        f"(>1 = athena-cdc better): {ratios}\n"
+    )
 
 
 def save(results: list[Result], folder: Path) -> list[Path]:
@@ -107,8 +161,19 @@ def save(results: list[Result], folder: Path) -> list[Path]:
     return written
 
 
-def stamp_result(name: str, target: str, params: dict[str, Any], rows: list[dict[str, Any]],
-                 verdict: dict[str, Any]) -> Result:
-    return {"scenario": name, "target": target, "params": params, "rows": rows,
-            "verdict": verdict, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "machine": machine()}
+def stamp_result(
+    name: str,
+    target: str,
+    params: dict[str, Any],
+    rows: list[dict[str, Any]],
+    verdict: dict[str, Any],
+) -> Result:
+    return {
+        "scenario": name,
+        "target": target,
+        "params": params,
+        "rows": rows,
+        "verdict": verdict,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": machine(),
+    }

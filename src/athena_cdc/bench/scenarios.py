@@ -78,14 +78,17 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
         finally:
             await bench.loadgen.disconnect()
         row = {"server": label, **row}
-        bench.say(f"[{scenario.name}] {label}: " + ", ".join(
-            f"{k}={_short(v)}" for k, v in row.items() if k not in ("server", "cdf")))
+        bench.say(
+            f"[{scenario.name}] {label}: "
+            + ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k not in ("server", "cdf"))
+        )
         rows.append(row)
     return rows
 
 
-async def _run_profiled(bench: Bench, scenario: Scenario, server: ServerHandle,
-                        params: Params) -> Row:
+async def _run_profiled(
+    bench: Bench, scenario: Scenario, server: ServerHandle, params: Params
+) -> Row:
     """Run one server's scenario, under py-spy when profiling was asked for athena-cdc."""
     if bench.profile_dir is None or server.kind != "athena":
         return await scenario.run_one(bench, server, params)
@@ -106,13 +109,16 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-async def _connect(bench: Bench, server: ServerHandle, names: list[str], parse_every: int,
-                   at_once: bool = False) -> dict[str, Any]:
-    result = await bench.loadgen.connect(server.ws_url, names, parse_every=parse_every,
-                                         at_once=at_once)
+async def _connect(
+    bench: Bench, server: ServerHandle, names: list[str], parse_every: int, at_once: bool = False
+) -> dict[str, Any]:
+    result = await bench.loadgen.connect(
+        server.ws_url, names, parse_every=parse_every, at_once=at_once
+    )
     if result["failed"]:
-        raise RuntimeError(f"{result['failed']} of {len(names)} connections failed, "
-                           f"e.g. {result['errors'][:2]}")
+        raise RuntimeError(
+            f"{result['failed']} of {len(names)} connections failed, e.g. {result['errors'][:2]}"
+        )
     return result
 
 
@@ -123,6 +129,7 @@ async def _publisher(server: ServerHandle) -> Publisher:
 
 
 # -- burst: fan-out throughput per server CPU-second ----------------------------------------
+
 
 async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
     names = ["burst"] * p["subscribers"]
@@ -137,8 +144,7 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
     precise_rates = []
     for _ in range(p["rounds"]):
         await lg.reset()
-        events = [{"organization_id": "burst", "payload": payload(pad)}
-                  for _ in range(p["events"])]
+        events = [{"organization_id": "burst", "payload": payload(pad)} for _ in range(p["events"])]
         cpu0, precise0, t0 = server.cpu_seconds(), server.cpu_seconds_precise(), time.time_ns()
         await publisher.publish(events)
         expected = lg.expected_per_worker({"burst": p["events"]})
@@ -154,18 +160,25 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
         client_cpus.append(stats["client_cpu_s"])
     await publisher.close()
     delivered = p["events"] * p["subscribers"]
-    return {"msgs_per_cpu_s": median(rates), "best_msgs_per_cpu_s": max(rates),
-            "msgs_per_cpu_s_schedstat": median(precise_rates),
-            "server_cpu_s": median(cpus), "wall_s": median(walls),
-            "msgs_per_wall_s": delivered / median(walls) if median(walls) else 0.0,
-            "client_cpu_s": median(client_cpus), "delivered_per_round": delivered,
-            "complete": complete}
+    return {
+        "msgs_per_cpu_s": median(rates),
+        "best_msgs_per_cpu_s": max(rates),
+        "msgs_per_cpu_s_schedstat": median(precise_rates),
+        "server_cpu_s": median(cpus),
+        "wall_s": median(walls),
+        "msgs_per_wall_s": delivered / median(walls) if median(walls) else 0.0,
+        "client_cpu_s": median(client_cpus),
+        "delivered_per_round": delivered,
+        "complete": complete,
+    }
 
 
 # -- steady and spread: publish -> receive latency under a paced load -----------------------
 
-async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
-                         channels: list[str], p: Params) -> Row:
+
+async def _paced_latency(
+    bench: Bench, server: ServerHandle, names: list[str], channels: list[str], p: Params
+) -> Row:
     """Connect ``names``, publish at ``rate`` over ``channels``, measure latency and loss."""
     await _connect(bench, server, names, parse_every=p["parse_every"])
     subscribers_of: dict[str, int] = {}
@@ -178,8 +191,9 @@ async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
         await asyncio.sleep(0.5)
     await lg.reset()
     cpu0, ticks0 = server.cpu_seconds(), machine_ticks()
-    report = await publish_paced(publisher, p["rate"], p["duration_s"],
-                                 random_picker(channels), pad, p["interval_s"])
+    report = await publish_paced(
+        publisher, p["rate"], p["duration_s"], random_picker(channels), pad, p["interval_s"]
+    )
     expected_by_name = {name: report.per_channel.get(name, 0) for name in subscribers_of}
     expected_total = sum(n * subscribers_of[c] for c, n in expected_by_name.items())
     usage = machine_usage(ticks0, machine_ticks())
@@ -189,12 +203,21 @@ async def _paced_latency(bench: Bench, server: ServerHandle, names: list[str],
     stats = await lg.stats()
     await publisher.close()
     latencies = stats["latencies_us"]
-    return {**latency_summary(latencies), "published": report.events,
-            "publish_rate": report.rate, "expected": expected_total,
-            "received": stats["received"], "lost": max(0, expected_total - stats["received"]),
-            "gaps": stats["gaps"], "duplicates": stats["duplicates"], "complete": complete,
-            "server_cpu_pct": 100 * cpu / report.seconds, "client_cpu_s": stats["client_cpu_s"],
-            **usage, "cdf": cdf_points(latencies)}
+    return {
+        **latency_summary(latencies),
+        "published": report.events,
+        "publish_rate": report.rate,
+        "expected": expected_total,
+        "received": stats["received"],
+        "lost": max(0, expected_total - stats["received"]),
+        "gaps": stats["gaps"],
+        "duplicates": stats["duplicates"],
+        "complete": complete,
+        "server_cpu_pct": 100 * cpu / report.seconds,
+        "client_cpu_s": stats["client_cpu_s"],
+        **usage,
+        "cdf": cdf_points(latencies),
+    }
 
 
 async def steady(bench: Bench, server: ServerHandle, p: Params) -> Row:
@@ -208,6 +231,7 @@ async def spread(bench: Bench, server: ServerHandle, p: Params) -> Row:
 
 # -- travel: replay of a large backlog --------------------------------------------------------
 
+
 async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
     try:
         await server.start()
@@ -215,8 +239,9 @@ async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
         pad = pad_for(p["payload_bytes"])
         for start in range(0, p["events"], p["batch"]):
             count = min(p["batch"], p["events"] - start)
-            await publisher.publish([{"organization_id": "travel", "payload": payload(pad)}
-                                     for _ in range(count)])
+            await publisher.publish(
+                [{"organization_id": "travel", "payload": payload(pad)} for _ in range(count)]
+            )
         await publisher.close()
         row: Row = {}
         if server.kind == "athena" and server.store == "sqlite":
@@ -225,11 +250,15 @@ async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
             row.update(_prefixed("cold_", await _travel_once(bench, server, p)))
             await bench.loadgen.disconnect()
         times = [await _travel_once(bench, server, p) for _ in range(p["repeats"])]
-        row.update({"ack_ms": median([t["ack_ms"] for t in times]),
-                    "first_event_ms": median([t["first_event_ms"] for t in times]),
-                    "best_ack_ms": min(t["ack_ms"] for t in times),
-                    "events": times[-1]["events"],
-                    "complete": all(t["events"] == p["events"] for t in times)})
+        row.update(
+            {
+                "ack_ms": median([t["ack_ms"] for t in times]),
+                "first_event_ms": median([t["first_event_ms"] for t in times]),
+                "best_ack_ms": min(t["ack_ms"] for t in times),
+                "events": times[-1]["events"],
+                "complete": all(t["events"] == p["events"] for t in times),
+            }
+        )
         if "cold_events" in row:
             row["complete"] = row["complete"] and row["cold_events"] == p["events"]
         return row
@@ -240,11 +269,13 @@ async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
 async def _travel_once(bench: Bench, server: ServerHandle, p: Params) -> Row:
     if not bench.loadgen.assigned[0]:
         await _connect(bench, server, ["travel-reader"], parse_every=0)
-    request = {"type": "travel", "organization_id": "travel", "since_seq": 0,
-               "limit": p["events"]}
+    request = {"type": "travel", "organization_id": "travel", "since_seq": 0, "limit": p["events"]}
     reply = await bench.loadgen.travel(request, within_s=p["timeout"])
-    return {"ack_ms": reply["ack_ms"], "first_event_ms": reply["first_event_ms"],
-            "events": reply["events"]}
+    return {
+        "ack_ms": reply["ack_ms"],
+        "first_event_ms": reply["first_event_ms"],
+        "events": reply["events"],
+    }
 
 
 def _prefixed(prefix: str, row: Row) -> Row:
@@ -253,33 +284,45 @@ def _prefixed(prefix: str, row: Row) -> Row:
 
 # -- idle: memory per open connection ---------------------------------------------------------
 
+
 async def idle(bench: Bench, server: ServerHandle, p: Params) -> Row:
     await asyncio.sleep(p["settle_s"])
     before = server.rss_bytes()
-    await _connect(bench, server, [f"idle{i:05d}" for i in range(p["connections"])],
-                   parse_every=0)
+    await _connect(bench, server, [f"idle{i:05d}" for i in range(p["connections"])], parse_every=0)
     await asyncio.sleep(p["settle_s"])
     after = server.rss_bytes()
-    return {"connections": p["connections"], "rss_before_mib": before / 2**20,
-            "rss_after_mib": after / 2**20,
-            "kib_per_connection": (after - before) / p["connections"] / 1024}
+    return {
+        "connections": p["connections"],
+        "rss_before_mib": before / 2**20,
+        "rss_after_mib": after / 2**20,
+        "kib_per_connection": (after - before) / p["connections"] / 1024,
+    }
 
 
 # -- storm: many clients connecting at once ---------------------------------------------------
 
+
 async def storm(bench: Bench, server: ServerHandle, p: Params) -> Row:
     names = [f"storm{i:05d}" for i in range(p["clients"])]
-    result = await bench.loadgen.connect(server.ws_url, names, parse_every=0, at_once=True,
-                                         handshake_s=p["timeout"])
+    result = await bench.loadgen.connect(
+        server.ws_url, names, parse_every=0, at_once=True, handshake_s=p["timeout"]
+    )
     delays = result["subscribed_ms"]
-    return {**{k: v for k, v in latency_summary([int(d * 1000) for d in delays]).items()
-               if k != "mean_ms"},
-            "subscribed": result["connected"], "failed": result["failed"],
-            "errors": result["errors"][:2],
-            "all_within_s": (max(delays) / 1000) if delays else None}
+    return {
+        **{
+            k: v
+            for k, v in latency_summary([int(d * 1000) for d in delays]).items()
+            if k != "mean_ms"
+        },
+        "subscribed": result["connected"],
+        "failed": result["failed"],
+        "errors": result["errors"][:2],
+        "all_within_s": (max(delays) / 1000) if delays else None,
+    }
 
 
 # -- slow: one reader that never reads among many that do -------------------------------------
+
 
 async def slow(bench: Bench, server: ServerHandle, p: Params) -> Row:
     """Phases without and with the silent client, alternated ``rounds`` times.
@@ -300,23 +343,33 @@ async def slow(bench: Bench, server: ServerHandle, p: Params) -> Row:
     base_p99 = median([r["p99_ms"] for r in bases])
     with_p99 = median([r["p99_ms"] for r in withs])
     codes = [r["slow_close_code"] for r in withs]
-    return {"p99_ms_without": base_p99, "p99_ms_with": with_p99,
-            "p99_ratio": with_p99 / base_p99 if base_p99 else None,
-            "p99_ratios": [round(w["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] else None
-                           for b, w in zip(bases, withs, strict=True)],
-            "p50_ms_without": median([r["p50_ms"] for r in bases]),
-            "p50_ms_with": median([r["p50_ms"] for r in withs]),
-            "lost": sum(r["lost"] for r in withs), "gaps": sum(r["gaps"] for r in withs),
-            "slow_closes_metric": (None if withs[0]["slow_closes_metric"] is None
-                                   else min(r["slow_closes_metric"] for r in withs)),
-            "slow_close_code": codes[0] if len(set(codes)) == 1 else codes,
-            "rss_growth_mib_without": max(r["rss_growth_mib"] for r in bases),
-            "rss_growth_mib_with": max(r["rss_growth_mib"] for r in withs),
-            "complete": all(r["complete"] for r in bases + withs)}
+    return {
+        "p99_ms_without": base_p99,
+        "p99_ms_with": with_p99,
+        "p99_ratio": with_p99 / base_p99 if base_p99 else None,
+        "p99_ratios": [
+            round(w["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] else None
+            for b, w in zip(bases, withs, strict=True)
+        ],
+        "p50_ms_without": median([r["p50_ms"] for r in bases]),
+        "p50_ms_with": median([r["p50_ms"] for r in withs]),
+        "lost": sum(r["lost"] for r in withs),
+        "gaps": sum(r["gaps"] for r in withs),
+        "slow_closes_metric": (
+            None
+            if withs[0]["slow_closes_metric"] is None
+            else min(r["slow_closes_metric"] for r in withs)
+        ),
+        "slow_close_code": codes[0] if len(set(codes)) == 1 else codes,
+        "rss_growth_mib_without": max(r["rss_growth_mib"] for r in bases),
+        "rss_growth_mib_with": max(r["rss_growth_mib"] for r in withs),
+        "complete": all(r["complete"] for r in bases + withs),
+    }
 
 
-async def _slow_phase(bench: Bench, server: ServerHandle, readers: list[str], p: Params,
-                      silent: bool) -> Row:
+async def _slow_phase(
+    bench: Bench, server: ServerHandle, readers: list[str], p: Params, silent: bool
+) -> Row:
     """One paced run to ``readers``, with or without a client that never reads.
 
     While it runs, the server's RSS is sampled for its peak; with the silent client, the
@@ -338,8 +391,11 @@ async def _slow_phase(bench: Bench, server: ServerHandle, readers: list[str], p:
         nonlocal peak, drained
         while True:
             peak = max(peak, server.rss_bytes())
-            if sleeper is not None and drained is None and (
-                    await server.metric(metric) or 0.0) > closes_before:
+            if (
+                sleeper is not None
+                and drained is None
+                and (await server.metric(metric) or 0.0) > closes_before
+            ):
                 drained = asyncio.create_task(sleeper.drain(within_s=p["drain_s"]))
             await asyncio.sleep(0.2)
 
@@ -358,48 +414,112 @@ async def _slow_phase(bench: Bench, server: ServerHandle, readers: list[str], p:
     return row
 
 
-async def _paced_latency_connected(bench: Bench, server: ServerHandle, readers: list[str],
-                                   p: Params) -> Row:
+async def _paced_latency_connected(
+    bench: Bench, server: ServerHandle, readers: list[str], p: Params
+) -> Row:
     """Like :func:`_paced_latency` for clients already connected (one channel)."""
     publisher = await _publisher(server)
     lg, pad = bench.loadgen, pad_for(p["payload_bytes"])
     await lg.reset()
-    report = await publish_paced(publisher, p["rate"], p["duration_s"],
-                                 random_picker(["slow"]), pad, p["interval_s"])
+    report = await publish_paced(
+        publisher, p["rate"], p["duration_s"], random_picker(["slow"]), pad, p["interval_s"]
+    )
     per_worker = [report.events * len(share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
     stats = await lg.stats()
     await publisher.close()
     expected = report.events * len(readers)
-    return {**latency_summary(stats["latencies_us"]), "complete": complete,
-            "lost": max(0, expected - stats["received"]), "gaps": stats["gaps"]}
+    return {
+        **latency_summary(stats["latencies_us"]),
+        "complete": complete,
+        "lost": max(0, expected - stats["received"]),
+        "gaps": stats["gaps"],
+    }
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("burst", burst, {"subscribers": 500, "events": 2000, "payload_bytes": 200,
-                              "rounds": 3, "timeout": 120.0},
-             "athena-cdc delivers >= 10x the messages per server CPU-second of Node ws"),
-    Scenario("steady", steady, {"subscribers": 1000, "rate": 200, "duration_s": 10.0,
-                                "warmup_s": 1.0, "interval_s": 0.005, "payload_bytes": 200,
-                                "parse_every": 10, "timeout": 30.0},
-             "publish->receive p50 <= 2 ms, p99 <= 10 ms (memory store)",
-             stores=("memory", "sqlite")),
-    Scenario("spread", spread, {"connections": 10_000, "rate": 5000, "duration_s": 10.0,
-                                "warmup_s": 1.0, "interval_s": 0.005, "payload_bytes": 200,
-                                "parse_every": 1, "timeout": 30.0},
-             "p99 <= 20 ms, no loss"),
-    Scenario("travel", travel, {"events": 50_000, "batch": 1000, "payload_bytes": 200,
-                                "repeats": 3, "timeout": 60.0},
-             "replay of 50,000 events: request -> ack <= 150 ms (memory), "
-             "<= 500 ms from sqlite with a cold cache",
-             stores=("memory", "sqlite"), own_server=True),
-    Scenario("idle", idle, {"connections": 10_000, "settle_s": 2.0},
-             "<= 30 KiB of server RSS per open connection"),
-    Scenario("storm", storm, {"clients": 5000, "timeout": 30.0},
-             "5,000 clients connecting at once all subscribed within 5 s"),
-    Scenario("slow", slow, {"readers": 100, "rate": 500, "duration_s": 8.0, "rounds": 3,
-                            "interval_s": 0.005, "payload_bytes": 4000, "parse_every": 1,
-                            "timeout": 30.0, "drain_s": 5.0},
-             "readers' p99 within 20% of the run without the slow one; slow one closed "
-             "with 4008; server memory bounded"),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "burst",
+            burst,
+            {
+                "subscribers": 500,
+                "events": 2000,
+                "payload_bytes": 200,
+                "rounds": 3,
+                "timeout": 120.0,
+            },
+            "athena-cdc delivers >= 10x the messages per server CPU-second of Node ws",
+        ),
+        Scenario(
+            "steady",
+            steady,
+            {
+                "subscribers": 1000,
+                "rate": 200,
+                "duration_s": 10.0,
+                "warmup_s": 1.0,
+                "interval_s": 0.005,
+                "payload_bytes": 200,
+                "parse_every": 10,
+                "timeout": 30.0,
+            },
+            "publish->receive p50 <= 2 ms, p99 <= 10 ms (memory store)",
+            stores=("memory", "sqlite"),
+        ),
+        Scenario(
+            "spread",
+            spread,
+            {
+                "connections": 10_000,
+                "rate": 5000,
+                "duration_s": 10.0,
+                "warmup_s": 1.0,
+                "interval_s": 0.005,
+                "payload_bytes": 200,
+                "parse_every": 1,
+                "timeout": 30.0,
+            },
+            "p99 <= 20 ms, no loss",
+        ),
+        Scenario(
+            "travel",
+            travel,
+            {"events": 50_000, "batch": 1000, "payload_bytes": 200, "repeats": 3, "timeout": 60.0},
+            "replay of 50,000 events: request -> ack <= 150 ms (memory), "
+            "<= 500 ms from sqlite with a cold cache",
+            stores=("memory", "sqlite"),
+            own_server=True,
+        ),
+        Scenario(
+            "idle",
+            idle,
+            {"connections": 10_000, "settle_s": 2.0},
+            "<= 30 KiB of server RSS per open connection",
+        ),
+        Scenario(
+            "storm",
+            storm,
+            {"clients": 5000, "timeout": 30.0},
+            "5,000 clients connecting at once all subscribed within 5 s",
+        ),
+        Scenario(
+            "slow",
+            slow,
+            {
+                "readers": 100,
+                "rate": 500,
+                "duration_s": 8.0,
+                "rounds": 3,
+                "interval_s": 0.005,
+                "payload_bytes": 4000,
+                "parse_every": 1,
+                "timeout": 30.0,
+                "drain_s": 5.0,
+            },
+            "readers' p99 within 20% of the run without the slow one; slow one closed "
+            "with 4008; server memory bounded",
+        ),
+    )
+}

@@ -72,8 +72,12 @@ def ensure_node_baseline() -> Path:
         raise RuntimeError("node is not installed: the Node.js baseline cannot run")
     if not (folder / "node_modules" / "ws").is_dir():
         command = "ci" if (folder / "package-lock.json").exists() else "install"
-        subprocess.run(["npm", command, "--no-audit", "--no-fund"], cwd=folder, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["npm", command, "--no-audit", "--no-fund"],
+            cwd=folder,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return folder / "server.js"
 
 
@@ -106,16 +110,40 @@ class ServerHandle:
 
     def command(self) -> list[str]:
         if self.kind == "athena":
-            return [*athena_command(), "serve", "--store", self.store, "--port",
-                    str(self.ws_port), "--host", self.host, "--data-dir", str(self.data_dir),
-                    *self.extra_args]
+            return [
+                *athena_command(),
+                "serve",
+                "--store",
+                self.store,
+                "--port",
+                str(self.ws_port),
+                "--host",
+                self.host,
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ]
         if self.kind == "node":
-            return ["node", str(ensure_node_baseline()), "--port", str(self.ws_port),
-                    "--host", self.host]
+            return [
+                "node",
+                str(ensure_node_baseline()),
+                "--port",
+                str(self.ws_port),
+                "--host",
+                self.host,
+            ]
         if self.kind == "python":
             script = repo_root() / "bench" / "baselines" / "naive_websockets.py"
-            return [sys.executable, str(script), "--port", str(self.ws_port),
-                    "--http-port", str(self.http_port), "--host", self.host]
+            return [
+                sys.executable,
+                str(script),
+                "--port",
+                str(self.ws_port),
+                "--http-port",
+                str(self.http_port),
+                "--host",
+                self.host,
+            ]
         raise ValueError(f"unknown server kind {self.kind!r}")
 
     def cpu_seconds(self) -> float:
@@ -134,14 +162,16 @@ class ServerHandle:
         log = self.log_path.open("ab")
         # Popen returns at once; asyncio subprocesses would tie the child to this loop.
         self.proc = subprocess.Popen(  # noqa: ASYNC220
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + ready_within_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; "
-                                   f"log: {self.log_path}\n{self.tail_log()}")
+                raise RuntimeError(
+                    f"{self.label} exited with {self.proc.returncode}; "
+                    f"log: {self.log_path}\n{self.tail_log()}"
+                )
             with contextlib.suppress(OSError):
                 status, _ = await http_get(self.host, self.http_port, "/health", within_s=1.0)
                 if status == 200:
@@ -183,6 +213,7 @@ class ServerHandle:
 
 async def http_get(host: str, port: int, path: str, within_s: float = 5.0) -> tuple[int, bytes]:
     """A minimal ``GET`` (HTTP/1.0, connection closed by the server)."""
+
     async def fetch() -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(host, port)
         try:
@@ -196,22 +227,35 @@ async def http_get(host: str, port: int, path: str, within_s: float = 5.0) -> tu
     return await asyncio.wait_for(fetch(), within_s)
 
 
-def make_server(kind: str, store: str = "memory", host: str = "127.0.0.1",
-                data_dir: Path | None = None, extra_args: list[str] | None = None) -> ServerHandle:
+def make_server(
+    kind: str,
+    store: str = "memory",
+    host: str = "127.0.0.1",
+    data_dir: Path | None = None,
+    extra_args: list[str] | None = None,
+) -> ServerHandle:
     """A not yet started server of ``kind`` on fresh free ports."""
     if kind not in SERVER_KINDS:
         raise ValueError(f"unknown server {kind!r}; choose from {', '.join(SERVER_KINDS)}")
     ws_port = free_port(host)
     http_port = free_port(host) if kind == "python" else ws_port
     folder = data_dir or Path(tempfile.mkdtemp(prefix=f"athena-bench-{kind}-"))
-    return ServerHandle(kind=kind, store=store if kind == "athena" else "memory", host=host,
-                        ws_port=ws_port, http_port=http_port, data_dir=folder,
-                        log_path=folder / "server.log", extra_args=list(extra_args or []))
+    return ServerHandle(
+        kind=kind,
+        store=store if kind == "athena" else "memory",
+        host=host,
+        ws_port=ws_port,
+        http_port=http_port,
+        data_dir=folder,
+        log_path=folder / "server.log",
+        extra_args=list(extra_args or []),
+    )
 
 
 @contextlib.asynccontextmanager
-async def running(kind: str, store: str = "memory",
-                  extra_args: list[str] | None = None) -> AsyncIterator[ServerHandle]:
+async def running(
+    kind: str, store: str = "memory", extra_args: list[str] | None = None
+) -> AsyncIterator[ServerHandle]:
     """Start a server, yield it, then stop it and remove its data directory."""
     server = make_server(kind, store, extra_args=extra_args)
     try:

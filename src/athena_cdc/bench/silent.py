@@ -30,10 +30,14 @@ class SilentClient:
         sock.setblocking(False)
         await asyncio.wait_for(loop.sock_connect(sock, (self.host, self.port)), within_s)
         key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"X-Athena-Client: {self.name}\r\n\r\n").encode())
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"X-Athena-Client: {self.name}\r\n\r\n"
+            ).encode(),
+        )
         head = b""
         while b"\r\n\r\n" not in head:  # read the 101 response only, a byte at a time
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 1), within_s)

@@ -36,8 +36,11 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
     """``{"athena/memory vs node": 12.3, ...}`` for the scenario's primary figure."""
     figure, higher_better = PRIMARY[scenario]
     found: dict[str, float] = {}
-    athenas = [r for r in rows if str(r.get("server", "")).startswith("athena")
-               and isinstance(r.get(figure), int | float)]
+    athenas = [
+        r
+        for r in rows
+        if str(r.get("server", "")).startswith("athena") and isinstance(r.get(figure), int | float)
+    ]
     for athena in athenas:
         for base in ("node", "python"):
             other = _row(rows, base)
@@ -47,7 +50,8 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
             if mine <= 0 or theirs <= 0:
                 continue
             found[f"{athena['server']} vs {base}"] = (
-                mine / theirs if higher_better else theirs / mine)
+                mine / theirs if higher_better else theirs / mine
+            )
     return found
 
 
@@ -64,8 +68,10 @@ def _steady(rows: list[Row]) -> tuple[bool | None, str]:
     if athena is None:
         return None, "no athena/memory row"
     ok = athena["p50_ms"] <= 2 and athena["p99_ms"] <= 10 and athena["lost"] == 0
-    return ok, (f"p50 {athena['p50_ms']:.2f} ms (<= 2), p99 {athena['p99_ms']:.2f} ms (<= 10), "
-                f"lost {athena['lost']}")
+    return ok, (
+        f"p50 {athena['p50_ms']:.2f} ms (<= 2), p99 {athena['p99_ms']:.2f} ms (<= 10), "
+        f"lost {athena['lost']}"
+    )
 
 
 def _spread(rows: list[Row]) -> tuple[bool | None, str]:
@@ -73,8 +79,9 @@ def _spread(rows: list[Row]) -> tuple[bool | None, str]:
     if athena is None:
         return None, "no athena/memory row"
     ok = athena["p99_ms"] <= 20 and athena["lost"] == 0 and athena["gaps"] == 0
-    return ok, (f"p99 {athena['p99_ms']:.2f} ms (<= 20), lost {athena['lost']}, "
-                f"gaps {athena['gaps']}")
+    return ok, (
+        f"p99 {athena['p99_ms']:.2f} ms (<= 20), lost {athena['lost']}, gaps {athena['gaps']}"
+    )
 
 
 def _travel(rows: list[Row]) -> tuple[bool | None, str]:
@@ -116,13 +123,20 @@ def _slow(rows: list[Row]) -> tuple[bool | None, str]:
     # silent client adds no more than a few slow-consumer limits' worth.
     extra = athena["rss_growth_mib_with"] - athena["rss_growth_mib_without"]
     ok = ratio <= 1.2 and closed and extra <= 16
-    return ok, (f"p99 with/without {ratio:.2f} (<= 1.2), closed 4008: {closed}, "
-                f"extra RSS growth with the slow reader {extra:.1f} MiB (<= 16)")
+    return ok, (
+        f"p99 with/without {ratio:.2f} (<= 1.2), closed 4008: {closed}, "
+        f"extra RSS growth with the slow reader {extra:.1f} MiB (<= 16)"
+    )
 
 
 JUDGES: dict[str, Callable[[list[Row]], tuple[bool | None, str]]] = {
-    "burst": _burst, "steady": _steady, "spread": _spread, "travel": _travel,
-    "idle": _idle, "storm": _storm, "slow": _slow,
+    "burst": _burst,
+    "steady": _steady,
+    "spread": _spread,
+    "travel": _travel,
+    "idle": _idle,
+    "storm": _storm,
+    "slow": _slow,
 }
 
 

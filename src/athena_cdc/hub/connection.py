@@ -35,6 +35,7 @@ SLOW_CONSUMER_CODE = 4008
 SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
 BULK_CHUNK_BYTES = 1 << 20  # travel replies are written in chunks of about this size
 CLOSE_GRACE_S = 5.0  # how long a closing client has to answer before the socket is dropped
+TRAVEL_WRITE_TIMEOUT_S = 30.0  # a client that does not read a travel reply for this long is slow
 
 
 class Transport(Protocol):
@@ -70,6 +71,7 @@ class Connection:
         "closing",
         "dirty",
         "limit",
+        "write_timeout",
     )
 
     def __init__(
@@ -82,8 +84,10 @@ class Connection:
         on_slow: Callable[[Connection], None] = lambda conn: None,
         ws: web.WebSocketResponse | None = None,
         drain: Callable[[], object] | None = None,
+        write_timeout: float | None = None,
     ) -> None:
         self.client_id = client_id
+        self.write_timeout = TRAVEL_WRITE_TIMEOUT_S if write_timeout is None else write_timeout
         self.channels: set[str] = set()
         self.limit = limit
         self.dirty = False
@@ -181,7 +185,13 @@ class Connection:
         if self._drain is not None:
             drained = self._drain()
             if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
-                await drained
+                try:
+                    await asyncio.wait_for(drained, self.write_timeout)
+                except TimeoutError:
+                    # A client that stopped reading mid-reply would otherwise keep the
+                    # reply, its held events and this task alive for as long as it lives.
+                    self.close_slow()
+                    raise ConnectionResetError("client stopped reading a travel") from None
 
     # -- closing ---------------------------------------------------------------------
     def close_slow(self) -> None:

@@ -87,8 +87,6 @@ class ChannelRing:
         self._ts = array("q", [e.ts_ms for e in events]) + self._ts[self._start :]
         self._start = 0
         self.first_seq = events[0].seq
-        if self.last_seq < events[-1].seq:  # the ring was empty
-            self.last_seq, self.last_ts_ms = events[-1].seq, events[-1].ts_ms
 
     def oldest_ts(self) -> int | None:
         return self._ts[self._start] if len(self) else None
@@ -165,6 +163,17 @@ class RingSet:
             self._drop(ring)
         while self.bytes > self.max_bytes and self._order:
             self._evict_globally_oldest()
+        if len(self._order) > 2 * self.events + 1024:
+            self._compact_order()
+
+    def _compact_order(self) -> None:
+        """Forget order entries of events dropped by other bounds (amortised O(1))."""
+        rings = self.rings
+        self._order = deque(
+            (channel, seq)
+            for channel, seq in self._order
+            if len(ring := rings[channel]) and ring.first_seq <= seq
+        )
 
     def add_older(self, channel: str, events: list[Event]) -> int:
         """Cache events read from disk that end right before ``channel``'s oldest held.

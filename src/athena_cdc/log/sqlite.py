@@ -22,11 +22,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
@@ -67,7 +67,10 @@ CREATE TABLE IF NOT EXISTS source_positions (
 );
 """
 
+_T = TypeVar("_T")
+
 PRUNE_INTERVAL_S = 1.0
+BUSY_TIMEOUT_MS = 5000
 PRUNE_CHUNK = 50_000  # rows deleted per channel per round: keeps each write short
 
 
@@ -155,6 +158,9 @@ class SqliteLog(EventLog):
     def _open_writer(self) -> list[tuple[str, int, int, int, int, int | None]]:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
+        # Wait for a lock held by another process (a backup, an sqlite3 shell) instead
+        # of failing appends at once.
+        con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.executescript(SCHEMA)
         self._wcon = con
@@ -274,8 +280,16 @@ class SqliteLog(EventLog):
         return results
 
     async def get_position(self, source: str) -> str | None:
+        return await self._read(self._get_position, source)
+
+    async def _read(self, read: Callable[..., _T], *args: object) -> _T:
+        """Run a read in the reader pool; sqlite errors become StorageUnavailable."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._get_position, source)
+        try:
+            return await loop.run_in_executor(self._readers, read, *args)
+        except sqlite3.Error as exc:
+            log.error("sqlite read failed: %s", exc)
+            raise StorageUnavailable(f"sqlite read failed: {exc}") from exc
 
     def _get_position(self, source: str) -> str | None:
         row = (
@@ -308,9 +322,8 @@ class SqliteLog(EventLog):
         last = ring.last_seq if until_seq is None else min(until_seq, ring.last_seq)
         if self._cache_covers(channel, ring, since_seq, since_ts_ms, limit, newest, last):
             return ring.select(since_seq, since_ts_ms, limit, newest, last)
-        loop = asyncio.get_running_loop()
-        events = await loop.run_in_executor(
-            self._readers, self._read_disk, channel, since_seq, since_ts_ms, limit, newest, last
+        events = await self._read(
+            self._read_disk, channel, since_seq, since_ts_ms, limit, newest, last
         )
         self._fill_cache(channel, events)
         return events
@@ -348,6 +361,7 @@ class SqliteLog(EventLog):
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._local.con = con
         return con
 

@@ -133,6 +133,14 @@ class WebSocketEndpoint:
         except m.ProtocolError as error:
             self._error(conn, error)
             return
+        try:
+            await self._act(conn, message)
+        except Exception:
+            # A bug must not cost the client its connection, nor its place in the stream.
+            log.exception("client %r: handling %r failed", conn.client_id, message)
+            self._error(conn, m.ProtocolError("internal_error", "The server failed to answer."))
+
+    async def _act(self, conn: Connection, message: m.ClientMessage) -> None:
         if isinstance(message, m.Travel):
             await self._travel(conn, message)
         elif isinstance(message, m.Subscribe):

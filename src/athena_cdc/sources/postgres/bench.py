@@ -67,14 +67,32 @@ def _free_port() -> int:
 def _server(dsn: str, slot: str, data_dir: str) -> Iterator[int]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "athena_cdc", "serve", "--port", str(port), "--source", dsn,
-         "--pg-slot", slot, "--store", "sqlite", "--data-dir", data_dir, "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "athena_cdc",
+            "serve",
+            "--port",
+            str(port),
+            "--source",
+            dsn,
+            "--pg-slot",
+            slot,
+            "--store",
+            "sqlite",
+            "--data-dir",
+            data_dir,
+            "--log-level",
+            "warning",
+        ],
     )
     try:
         deadline = time.monotonic() + 30
         while True:
-            with (contextlib.suppress(OSError),
-                  urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r):
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r,
+            ):
                 if r.status == 200:
                     break
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -93,8 +111,9 @@ async def latency(dsn: str, port: int, rate: float, duration: float) -> Latency:
     channel = f"bench-{rate:g}"
     received: list[float] = []
     total = int(rate * duration)
-    async with connect(f"ws://127.0.0.1:{port}/ws",
-                       additional_headers={"X-Athena-Client": channel}) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{port}/ws", additional_headers={"X-Athena-Client": channel}
+    ) as ws:
         await ws.recv()  # subscribed
 
         def write() -> None:
@@ -106,8 +125,10 @@ async def latency(dsn: str, port: int, rate: float, duration: float) -> Latency:
                 pause = start + i / rate - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-                cur.execute("INSERT INTO bench_latency (organization_id, sent_ns) VALUES (%s, %s)",
-                            (channel, time.time_ns()))
+                cur.execute(
+                    "INSERT INTO bench_latency (organization_id, sent_ns) VALUES (%s, %s)",
+                    (channel, time.time_ns()),
+                )
             conn.close()
 
         writer = threading.Thread(target=write, daemon=True)
@@ -119,8 +140,13 @@ async def latency(dsn: str, port: int, rate: float, duration: float) -> Latency:
             received.append((now - sent) / 1e6)
         writer.join()
     ordered = sorted(received)
-    return Latency(rate, len(ordered), statistics.median(ordered),
-                   ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], ordered[-1])
+    return Latency(
+        rate,
+        len(ordered),
+        statistics.median(ordered),
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        ordered[-1],
+    )
 
 
 async def throughput(dsn: str, slot: str, data_dir: str) -> dict[str, float]:
@@ -132,12 +158,23 @@ async def throughput(dsn: str, slot: str, data_dir: str) -> dict[str, float]:
     results: dict[str, float] = {}
     try:
         for label, statements, rows in (
-            ("one 100,000-row transaction", [
-                "INSERT INTO bench_rows (organization_id, body) SELECT 'bulk', "
-                "repeat(md5(g::text), 4) FROM generate_series(1, 100000) g"], 100_000),
-            ("100 transactions of 1,000 rows", [
-                "INSERT INTO bench_rows (organization_id, body) SELECT 'batches', "
-                "repeat(md5(g::text), 4) FROM generate_series(1, 1000) g"] * 100, 100_000),
+            (
+                "one 100,000-row transaction",
+                [
+                    "INSERT INTO bench_rows (organization_id, body) SELECT 'bulk', "
+                    "repeat(md5(g::text), 4) FROM generate_series(1, 100000) g"
+                ],
+                100_000,
+            ),
+            (
+                "100 transactions of 1,000 rows",
+                [
+                    "INSERT INTO bench_rows (organization_id, body) SELECT 'batches', "
+                    "repeat(md5(g::text), 4) FROM generate_series(1, 1000) g"
+                ]
+                * 100,
+                100_000,
+            ),
         ):
             channel = label and statements[0].split("'")[1]
             before = log.bounds(channel).last_seq
@@ -153,10 +190,13 @@ async def throughput(dsn: str, slot: str, data_dir: str) -> dict[str, float]:
 
 
 def run(dsn: str, low_seconds: float = 20, high_seconds: float = 10) -> dict[str, Any]:
-    _execute(dsn, "CREATE TABLE IF NOT EXISTS bench_latency "
-                  "(id bigserial PRIMARY KEY, organization_id text, sent_ns bigint)",
-             "CREATE TABLE IF NOT EXISTS bench_rows "
-                  "(id bigserial PRIMARY KEY, organization_id text, body text)")
+    _execute(
+        dsn,
+        "CREATE TABLE IF NOT EXISTS bench_latency "
+        "(id bigserial PRIMARY KEY, organization_id text, sent_ns bigint)",
+        "CREATE TABLE IF NOT EXISTS bench_rows "
+        "(id bigserial PRIMARY KEY, organization_id text, body text)",
+    )
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         with _server(dsn, "bench_latency_slot", os.path.join(tmp, "server")) as port:
@@ -186,8 +226,10 @@ def main() -> None:
         report = run(dsn, args.low_seconds, args.high_seconds)
     for key, value in report.items():
         if isinstance(value, Latency):
-            print(f"{key}: p50 {value.p50_ms:.2f} ms, p99 {value.p99_ms:.2f} ms, "
-                  f"max {value.max_ms:.2f} ms ({value.samples} commits)")
+            print(
+                f"{key}: p50 {value.p50_ms:.2f} ms, p99 {value.p99_ms:.2f} ms, "
+                f"max {value.max_ms:.2f} ms ({value.samples} commits)"
+            )
         else:
             for label, rate in value.items():
                 print(f"WAL → log, {label}: {rate:,.0f} rows/s")

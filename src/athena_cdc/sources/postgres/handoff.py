@@ -19,7 +19,9 @@ from athena_cdc.sources.postgres.assembler import Chunk
 
 class Handoff:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, max_bytes: int = 16 * 1024 * 1024,
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_bytes: int = 16 * 1024 * 1024,
         max_items: int = 10_000,
     ) -> None:
         self._loop = loop
@@ -64,8 +66,7 @@ class Handoff:
             if not self._items:
                 return True
             return (
-                self._bytes + chunk.nbytes <= self.max_bytes
-                and len(self._items) < self.max_items
+                self._bytes + chunk.nbytes <= self.max_bytes and len(self._items) < self.max_items
             )
 
         return has_room

@@ -116,8 +116,7 @@ class LogicalMessage:
 
 
 Message = (
-    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate
-    | LogicalMessage
+    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | LogicalMessage
 )
 
 

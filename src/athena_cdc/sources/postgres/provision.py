@@ -124,9 +124,11 @@ def provision(dsn: str, target: Target, busy_grace: float) -> None:
 
 
 def _check_server(cur: psycopg2.extensions.cursor, where: str) -> None:
-    cur.execute("SELECT current_setting('server_version_num')::int, "
-                "current_setting('wal_level'), current_user, "
-                "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)")
+    cur.execute(
+        "SELECT current_setting('server_version_num')::int, "
+        "current_setting('wal_level'), current_user, "
+        "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+    )
     version, wal_level, user, may_replicate = cur.fetchone()
     if version < 100000:
         raise SourceConfigError(f"{where}: PostgreSQL 10 or later is needed (pgoutput)")
@@ -177,14 +179,14 @@ def _ensure_publication(cur: psycopg2.extensions.cursor, where: str, target: Tar
     log.info("postgres %s: created publication %s", where, target.publication)
 
 
-def _ensure_slot(
-    cur: psycopg2.extensions.cursor, where: str, slot: str, busy_grace: float
-) -> None:
+def _ensure_slot(cur: psycopg2.extensions.cursor, where: str, slot: str, busy_grace: float) -> None:
     deadline = time.monotonic() + busy_grace
     while True:
         cur.execute(
             "SELECT plugin, slot_type, database, active_pid FROM pg_replication_slots "
-            "WHERE slot_name = %s", (slot,))
+            "WHERE slot_name = %s",
+            (slot,),
+        )
         row = cur.fetchone()
         if row is None:
             _create_slot(cur, where, slot)

@@ -106,9 +106,11 @@ class ReplicationReader:
                 slot_name=self.slot,
                 slot_type=psycopg2.extras.REPLICATION_LOGICAL,
                 decode=False,
-                options={"proto_version": "1",
-                         # Quoted so that the name keeps its case (it is an identifier list).
-                         "publication_names": quote_ident(self.publication)},
+                options={
+                    "proto_version": "1",
+                    # Quoted so that the name keeps its case (it is an identifier list).
+                    "publication_names": quote_ident(self.publication),
+                },
                 status_interval=self.status_interval,
             )
             started()
@@ -121,8 +123,9 @@ class ReplicationReader:
         finally:
             conn.close()
 
-    def _stream(self, cur: psycopg2.extras.ReplicationCursor,
-                assembler: TransactionAssembler) -> None:
+    def _stream(
+        self, cur: psycopg2.extras.ReplicationCursor, assembler: TransactionAssembler
+    ) -> None:
         feed = assembler.feed
         while not self._stop.is_set():
             message = cur.read_message()
@@ -167,8 +170,10 @@ class ReplicationReader:
     def _finish(self, cur: psycopg2.extras.ReplicationCursor, timeout: float = 5.0) -> None:
         """On stop: wait a little for the loop to make what we handed durable, confirm it."""
         deadline = time.monotonic() + timeout
-        while (self.progress.durable_end_lsn < self.progress.handed_end_lsn
-               and time.monotonic() < deadline):
+        while (
+            self.progress.durable_end_lsn < self.progress.handed_end_lsn
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         durable = self.progress.durable_end_lsn
         if durable:

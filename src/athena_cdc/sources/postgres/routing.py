@@ -59,8 +59,11 @@ class Router:
             )
         if self.default_channel is not None:
             return self.default_channel
-        self._warn_once(table, "missing", f"rows without a usable {self.route_column} are skipped "
-                               "(no default channel)")
+        self._warn_once(
+            table,
+            "missing",
+            f"rows without a usable {self.route_column} are skipped (no default channel)",
+        )
         return None
 
     def truncate_channel(self, table: str) -> str | None:

@@ -41,6 +41,7 @@ from athena_cdc.sources.postgres.routing import Router
 
 log = logging.getLogger(__name__)
 
+
 class PostgresSource:
     """Streams one PostgreSQL database's changes into ``log``."""
 
@@ -65,8 +66,9 @@ class PostgresSource:
         self.log = log
         self.name = f"postgres:{describe(dsn)}/{settings.pg_slot}"
         self.target = Target(settings.pg_slot, settings.pg_publication, tuple(settings.pg_tables))
-        self.router = Router(settings.route_column, settings.default_channel,
-                             dict(settings.pg_table_channels))
+        self.router = Router(
+            settings.route_column, settings.default_channel, dict(settings.pg_table_channels)
+        )
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
         self.handoff_bytes = handoff_bytes
@@ -153,8 +155,13 @@ class PostgresSource:
         await asyncio.to_thread(provision, self.dsn, self.target, busy_grace)
         assert self.handoff is not None
         reader = ReplicationReader(
-            self.dsn, self.target.slot, self.target.publication, self.handoff, self.progress,
-            self.feedback_interval, self.status_interval,
+            self.dsn,
+            self.target.slot,
+            self.target.publication,
+            self.handoff,
+            self.progress,
+            self.feedback_interval,
+            self.status_interval,
         )
         system_id = await asyncio.to_thread(reader.connect)
         if self._stopping:
@@ -173,8 +180,10 @@ class PostgresSource:
         started: asyncio.Future[None] = loop.create_future()
         done: asyncio.Future[None] = loop.create_future()
         thread = threading.Thread(
-            target=self._run_reader, args=(loop, reader, assembler, started, done),
-            name=f"athena-cdc {self.name}", daemon=True,
+            target=self._run_reader,
+            args=(loop, reader, assembler, started, done),
+            name=f"athena-cdc {self.name}",
+            daemon=True,
         )
         self._reader, self._reader_done = reader, done
         thread.start()
@@ -310,4 +319,3 @@ class PostgresSource:
 
 def _unset_emit(chunk: Chunk) -> None:  # replaced by the reader before any message
     raise RuntimeError("assembler used before the reader set its emit callback")
-

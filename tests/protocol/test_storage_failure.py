@@ -1,0 +1,38 @@
+"""A log that cannot answer gets an `unavailable` error; the connection stays open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+import websockets
+from aiohttp import ClientSession
+
+from athena_cdc.log.sqlite import SqliteLog
+from tests.support.servers import http_url, running_server, ws_url
+
+
+async def test_travel_that_the_disk_cannot_answer_is_unavailable(tmp_path: Path) -> None:
+    # A 2 KiB cache holds almost nothing, so this travel must read the disk.
+    async with running_server(store="sqlite", data_dir=str(tmp_path), memory_limit=2048) as server:
+        async with ClientSession() as http:
+            body = [{"organization_id": "d", "payload": {"i": i}} for i in range(100)]
+            response = await http.post(http_url(server, "/events"), json=body)
+            assert response.status == 201
+        assert isinstance(server.log, SqliteLog)
+        side = sqlite3.connect(server.log.path)
+        side.execute("ALTER TABLE events RENAME TO events_elsewhere")  # reads now fail
+        side.commit()
+        async with websockets.connect(
+            ws_url(server), additional_headers={"X-Athena-Client": "d"}
+        ) as ws:
+            await ws.recv()  # subscribed
+            await ws.send('{"type":"travel","since_seq":0}')
+            error = orjson.loads(await ws.recv())
+            assert (error["status"], error["error"]) == ("error", "unavailable")
+            await ws.send('{"type":"ping"}')
+            assert orjson.loads(await ws.recv()) == {"status": "pong"}
+        side.execute("ALTER TABLE events_elsewhere RENAME TO events")
+        side.commit()
+        side.close()
