@@ -64,6 +64,8 @@ def test_repeatable_and_list_options() -> None:
         ([], {"ATHENA_CDC_RETENTION_EVENTS": "0"}, "ATHENA_CDC_RETENTION_EVENTS"),
         ([], {"ATHENA_CDC_RETENTION_AGE": "soon"}, "ATHENA_CDC_RETENTION_AGE"),
         (["--slow-consumer-limit", "4 parsecs"], {}, "--slow-consumer-limit"),
+        (["--retention-age", "0s"], {}, "--retention-age"),
+        (["--ping-interval", "0"], {}, "--ping-interval"),
     ],
 )
 def test_invalid_values_name_the_option(argv: list[str], env: dict[str, str], needle: str) -> None:

@@ -176,6 +176,7 @@ OPTIONS: tuple[Option, ...] = (
         "drop events older than this (e.g. 7d, 12h); default: keep by count only",
         group="log",
         metavar="AGE",
+        check=lambda v: None if v is None or v > 0 else "must be positive, or none",
     ),
     Option(
         "memory_limit",
@@ -225,6 +226,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "WebSocket ping interval; a peer that does not answer is dropped",
         metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
     ),
     Option(
         "shutdown_timeout",
@@ -232,6 +234,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "on SIGTERM, time allowed to drain before closing",
         metavar="DURATION",
+        check=lambda v: None if v >= 0 else "must not be negative",
     ),
     Option("uvloop", True, parse_bool, "use uvloop when installed (true/false)", metavar="BOOL"),
     Option(

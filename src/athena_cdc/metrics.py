@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from athena_cdc.log.base import LogStats
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 # The *_created series double the output and mean nothing for a long-running server.
@@ -67,11 +69,10 @@ class Metrics:
         self.subscriptions = Gauge(
             "athena_cdc_subscriptions", "Channel subscriptions of open connections", registry=r
         )
-        self.log_channels = Gauge("athena_cdc_log_channels", "Channels in the log", registry=r)
-        self.log_events = Gauge("athena_cdc_log_events", "Events retained in the log", registry=r)
-        self.log_bytes = Gauge(
-            "athena_cdc_log_bytes", "Bytes of the log (memory held, or file size)", registry=r
-        )
+
+    def watch_log(self, stats: Callable[[], LogStats]) -> None:
+        """Log size gauges, from one ``stats()`` call per scrape."""
+        self.registry.register(_LogCollector(stats))
 
     def watch_sources(self, sources: Sequence[SourceStats]) -> None:
         self.registry.register(_SourceCollector(sources))
@@ -81,6 +82,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LogCollector(Collector):
+    def __init__(self, stats: Callable[[], LogStats]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.stats()
+        for name, text, value in (
+            ("channels", "Channels in the log", stats.channels),
+            ("events", "Events retained in the log", stats.events),
+            ("bytes", "Bytes of the log (memory held, or file size)", stats.bytes),
+        ):
+            yield GaugeMetricFamily(f"athena_cdc_log_{name}", text, value=value)
 
 
 class SourceStats(Protocol):

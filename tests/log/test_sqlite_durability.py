@@ -201,3 +201,30 @@ async def test_a_disk_read_after_restart_fills_the_cache(tmp_path: Path) -> None
     finally:
         log._readers = ThreadPoolExecutor(1)
         await log.close()
+
+
+async def test_age_retention_applies_to_events_written_before_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from athena_cdc.log import sqlite as sqlite_module
+
+    now = [1_000_000]
+    monkeypatch.setattr(sqlite_module, "now_ms", lambda: now[0])
+    log = SqliteLog(tmp_path, retention_age=10.0)
+    await log.open()
+    await log.append([new("old", 1), new("old", 2), new("young", 1)])
+    await log.close()
+
+    now[0] += 60_000
+    log = SqliteLog(tmp_path, retention_age=10.0)
+    await log.open()
+    try:
+        await log.append([new("young", 2)])
+        assert await log.prune() == 3  # both of "old" and the first of "young"
+        assert log.bounds("old").first_seq == 3
+        assert [e.seq for e in (await log.travel(TravelQuery(("young",), 0, None, 9))).events] == [
+            2
+        ]
+        assert await log.prune() == 0
+    finally:
+        await log.close()

@@ -72,6 +72,7 @@ _T = TypeVar("_T")
 PRUNE_INTERVAL_S = 1.0
 BUSY_TIMEOUT_MS = 5000
 PRUNE_CHUNK = 50_000  # rows deleted per channel per round: keeps each write short
+PRUNE_ROUND_ROWS = 200_000  # rows deleted per round over all channels
 
 
 @dataclass(slots=True)
@@ -81,6 +82,9 @@ class _Channel:
     id: int
     last_seq: int
     last_ts_ms: int
+    # ts of the oldest retained event (None: none retained): age retention only
+    # queries the channels that have something old enough to drop.
+    first_ts_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -135,8 +139,8 @@ class SqliteLog(EventLog):
         self._lock_data_dir()
         loop = asyncio.get_running_loop()
         rows = await loop.run_in_executor(self._writer, self._open_writer)
-        for name, cid, first_seq, last_seq, last_ts, dropped_ts in rows:
-            self._channels[name] = _Channel(cid, last_seq, last_ts)
+        for name, cid, first_seq, last_seq, last_ts, dropped_ts, first_ts in rows:
+            self._channels[name] = _Channel(cid, last_seq, last_ts, first_ts)
             self._cache.ensure(name, last_seq, last_ts)
             self._disk[name] = _DiskBounds(first_seq, dropped_ts)
         log.info("sqlite log %s: %d channels", self.path, len(rows))
@@ -155,7 +159,7 @@ class SqliteLog(EventLog):
                 "stop it or choose another --data-dir"
             ) from None
 
-    def _open_writer(self) -> list[tuple[str, int, int, int, int, int | None]]:
+    def _open_writer(self) -> list[tuple[str, int, int, int, int, int | None, int | None]]:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
         # Wait for a lock held by another process (a backup, an sqlite3 shell) instead
@@ -165,7 +169,8 @@ class SqliteLog(EventLog):
         con.executescript(SCHEMA)
         self._wcon = con
         return con.execute(
-            "SELECT name, id, first_seq, last_seq, last_ts_ms, dropped_ts_ms FROM channels"
+            "SELECT c.name, c.id, c.first_seq, c.last_seq, c.last_ts_ms, c.dropped_ts_ms, e.ts_ms "
+            "FROM channels c LEFT JOIN events e ON e.channel_id = c.id AND e.seq = c.first_seq"
         ).fetchall()
 
     async def close(self) -> None:
@@ -224,7 +229,7 @@ class SqliteLog(EventLog):
         con = self._wcon
         assert con is not None
         now = now_ms()
-        before: dict[str, tuple[int, int] | None] = {}  # for rollback of seq counters
+        before: dict[str, tuple[int, int, int | None] | None] = {}  # to roll counters back
         results: list[list[Event]] = []
         rows: list[tuple[int, int, int, bytes]] = []
         try:
@@ -243,9 +248,15 @@ class SqliteLog(EventLog):
                         channel = self._channels[item.channel] = _Channel(cursor.lastrowid, 0, 0)
                         before[item.channel] = None
                     elif item.channel not in before:
-                        before[item.channel] = (channel.last_seq, channel.last_ts_ms)
+                        before[item.channel] = (
+                            channel.last_seq,
+                            channel.last_ts_ms,
+                            channel.first_ts_ms,
+                        )
                     channel.last_seq += 1
                     channel.last_ts_ms = max(now, channel.last_ts_ms)
+                    if channel.first_ts_ms is None:
+                        channel.first_ts_ms = channel.last_ts_ms
                     rows.append((channel.id, channel.last_seq, channel.last_ts_ms, item.payload))
                     events.append(
                         Event.build(
@@ -275,7 +286,8 @@ class SqliteLog(EventLog):
                 if old is None:
                     del self._channels[name]
                 else:
-                    self._channels[name].last_seq, self._channels[name].last_ts_ms = old
+                    channel = self._channels[name]
+                    channel.last_seq, channel.last_ts_ms, channel.first_ts_ms = old
             raise
         return results
 
@@ -455,6 +467,8 @@ class SqliteLog(EventLog):
         targets: dict[str, int] = dict(by_count)
         if cutoff_ts_ms is not None:
             for name, channel in self._channels.items():
+                if channel.first_ts_ms is None or channel.first_ts_ms >= cutoff_ts_ms:
+                    continue  # nothing old enough: no query
                 row = con.execute(
                     "SELECT seq FROM events WHERE channel_id = ? AND ts_ms < ? "
                     "ORDER BY ts_ms DESC, seq DESC LIMIT 1",
@@ -465,16 +479,21 @@ class SqliteLog(EventLog):
         result: dict[str, tuple[int, int]] = {}
         if not targets:
             return result
+        new_first_ts: dict[str, int | None] = {}
+        budget = PRUNE_ROUND_ROWS  # rows deleted per round, so appends never wait long
         con.execute("BEGIN IMMEDIATE")
         try:
             for name, through in targets.items():
+                if budget <= 0:
+                    break  # the rest next round
                 channel = self._channels[name]
                 first = con.execute(
                     "SELECT min(seq) FROM events WHERE channel_id = ?", (channel.id,)
                 ).fetchone()[0]
                 if first is None or first > through:
                     continue
-                through = min(through, first + PRUNE_CHUNK - 1)
+                through = min(through, first + min(PRUNE_CHUNK, budget) - 1)
+                budget -= through - first + 1
                 ts_row = con.execute(
                     "SELECT ts_ms FROM events WHERE channel_id = ? AND seq = ?",
                     (channel.id, through),
@@ -486,10 +505,17 @@ class SqliteLog(EventLog):
                     "UPDATE channels SET first_seq = ?, dropped_ts_ms = ? WHERE id = ?",
                     (through + 1, ts_row[0], channel.id),
                 )
+                following = con.execute(
+                    "SELECT ts_ms FROM events WHERE channel_id = ? AND seq = ?",
+                    (channel.id, through + 1),
+                ).fetchone()
+                new_first_ts[name] = None if following is None else following[0]
                 result[name] = (through, ts_row[0])
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             raise
+        for name, first_ts in new_first_ts.items():
+            self._channels[name].first_ts_ms = first_ts
         return result

@@ -103,9 +103,7 @@ class AthenaServer:
         m = self.metrics
         m.gauge_from(m.open_connections, lambda: len(self.hub.connections))
         m.gauge_from(m.subscriptions, lambda: self.hub.subscription_count)
-        m.gauge_from(m.log_channels, lambda: self.log.stats().channels)
-        m.gauge_from(m.log_events, lambda: self.log.stats().events)
-        m.gauge_from(m.log_bytes, lambda: self.log.stats().bytes)
+        m.watch_log(self.log.stats)
 
     async def start(self) -> None:
         await self.log.open()
