@@ -110,3 +110,8 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
     for name in ("--port", "--store", "--retention-age", "--publish-key", "--source"):
         assert name in result.stdout
     assert "ATHENA_CDC_PORT" in result.stdout
+
+
+def test_tls_certificate_and_key_go_together() -> None:
+    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
+        settings_from(["--tls-cert", "cert.pem"])

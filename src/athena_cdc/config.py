@@ -198,6 +198,20 @@ OPTIONS: tuple[Option, ...] = (
         metavar="{full,normal}",
     ),
     Option(
+        "tls_cert",
+        None,
+        parse_str,
+        "PEM certificate (chain) file: serve wss:// and https:// (needs --tls-key)",
+        metavar="FILE",
+    ),
+    Option(
+        "tls_key",
+        None,
+        parse_str,
+        "PEM private key file of --tls-cert",
+        metavar="FILE",
+    ),
+    Option(
         "publish_key",
         None,
         parse_str,
@@ -317,6 +331,8 @@ class Settings:
     retention_age: float | None = None
     memory_limit: int = 512 * 1024**2
     sqlite_synchronous: str = "full"
+    tls_cert: str | None = None
+    tls_key: str | None = None
     publish_key: str | None = None
     slow_consumer_limit: int = 4 * 1024**2
     client_rate_limit: float | None = None
@@ -397,6 +413,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         if problem:
             raise ConfigError(f"{origin}: {problem} (got {raw!r})")
         setattr(settings, option.name, value)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     return settings
 
 

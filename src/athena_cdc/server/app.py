@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_CODE = 1001
 SHUTDOWN_REASON = "server shutting down; reconnect and travel with since_seq = last seq received"
+
+
+class TlsConfigError(Exception):
+    """The certificate or key cannot be used; the message says which and why."""
 
 
 class Source(Protocol):
@@ -127,6 +132,7 @@ class AthenaServer:
             self.settings.port,
             backlog=8192,
             reuse_address=True,
+            ssl_context=self._tls_context(),
         )
         await self._site.start()
         server: Any = self._site._server  # the asyncio.Server, for the bound port
@@ -135,12 +141,31 @@ class AthenaServer:
         for source in self.sources:
             await source.start()
         log.info(
-            "athena-cdc listening on ws://%s:%d/ws (store: %s%s)",
+            "athena-cdc listening on %s://%s:%d/ws (store: %s%s)",
+            "wss" if self.settings.tls_cert else "ws",
             self.settings.host,
             self.port,
             self.settings.store,
             f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """TLS for wss:// and https:// when a certificate is configured.
+
+        Frames are still built once: the TLS transport encrypts each connection's
+        coalesced write, so fan-out costs one encryption per client per tick.
+        """
+        if self.settings.tls_cert is None or self.settings.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(
+                f"cannot load --tls-cert {self.settings.tls_cert} / --tls-key "
+                f"{self.settings.tls_key}: {exc}"
+            ) from None
+        return context
 
     async def stop(self) -> None:
         """Drain: refuse new clients, close the others with 1001, flush the log."""
