@@ -109,13 +109,17 @@ async def test_paged_merge_of_many_channels_equals_the_whole_merge(
         TravelQuery(tuple(names), None, 1_100, 30),
         TravelQuery(tuple(names[:3]), 2, 1_050, 1000),
         TravelQuery(tuple(names), None, None, 1000, {n: 20 for n in names}),
+        TravelQuery(("ch1",), None, None, 7),
+        TravelQuery(("ch2",), 4, None, 11),
+        TravelQuery(("ch3",), None, 1_080, 9, {"ch3": 30}),
     ]
     whole = [await event_log.travel(q) for q in queries]
-    monkeypatch.setattr(travel, "MIN_PAGE", 1)  # one event per page: every path pages
+    monkeypatch.setattr(travel, "MIN_PAGE", 1)  # tiny pages: every path pages
+    monkeypatch.setattr(travel, "PAGE", 3)
     paged = [await event_log.travel(q) for q in queries]
     for a, b in zip(whole, paged, strict=True):
         assert [(e.channel, e.seq) for e in a.events] == [(e.channel, e.seq) for e in b.events]
-        assert a.has_more == b.has_more
+        assert (a.has_more, a.gaps) == (b.has_more, b.gaps)
     keys = [(e.ts_ms, e.channel, e.seq) for e in whole[0].events]
     assert keys == sorted(keys) and len(keys) == 50
 
@@ -126,11 +130,11 @@ def test_a_read_that_starts_late_reports_the_gap_even_with_stale_bounds() -> Non
 
     stale = ChannelBounds(first_seq=1, last_seq=200)  # pruned on disk, not yet seen here
     by_seq = TravelQuery(("a",), 0, None, 500)
-    assert retention_gap("a", stale, by_seq, first_read=101, page=501) == Gap("a", 1, 100)
+    assert retention_gap("a", stale, by_seq, 101, reaches_start=True) == Gap("a", 1, 100)
     tail = TravelQuery(("a",), None, None, 150)
-    assert retention_gap("a", stale, tail, first_read=101, page=151) == Gap("a", 51, 100)
+    assert retention_gap("a", stale, tail, 101, reaches_start=True) == Gap("a", 51, 100)
     # A small page of a multi-channel tail read says nothing about what was dropped.
-    assert retention_gap("a", stale, tail, first_read=101, page=30) is None
+    assert retention_gap("a", stale, tail, 101, reaches_start=False) is None
     # Nor does a time cursor: earlier seqs may simply be older than it.
     by_time = TravelQuery(("a",), 0, 5, 500)
-    assert retention_gap("a", stale, by_time, first_read=101, page=501) is None
+    assert retention_gap("a", stale, by_time, 101, reaches_start=True) is None

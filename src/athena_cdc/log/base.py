@@ -22,10 +22,13 @@ import abc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from athena_cdc.protocol.frames import frame_header_length, text_frame
 from athena_cdc.protocol.messages import encode_event
+
+if TYPE_CHECKING:
+    from athena_cdc.log.travel import TravelReader
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +210,17 @@ class EventLog(abc.ABC):
         """
 
     async def travel(self, query: TravelQuery) -> TravelResult:
+        """A travel's whole answer (see :meth:`travel_reader` to answer page by page)."""
         from athena_cdc.log.travel import run_travel
 
         return await run_travel(self, query)
+
+    def travel_reader(self, query: TravelQuery) -> TravelReader:
+        """A travel's answer page by page, so the first pages go out while later ones
+        are read."""
+        from athena_cdc.log.travel import TravelReader
+
+        return TravelReader(self, query)
 
     @abc.abstractmethod
     async def prune(self) -> int:

@@ -6,14 +6,19 @@ forward; without one, the *newest* ``limit`` ("replay the last 100"). Several ch
 are merged by ``(ts_ms, channel, seq)`` and ``limit`` counts them together. Events
 are always returned oldest first.
 
-Several channels are read page by page and merged lazily, so a travel over many
-channels holds about ``limit`` events in memory, not ``limit`` per channel.
+:class:`TravelReader` answers page by page: channels are read a page at a time and
+merged lazily, and pages are handed out as soon as they are complete, so the first
+events of a large reply leave before the rest is read and a travel holds about one
+page per channel in memory. The newest-``limit`` selection of one channel is turned
+into a cursor read (its seqs are contiguous); over several channels it has to find
+the cut first, so it is handed out whole.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from athena_cdc.log.base import ChannelBounds, Event, Gap, TravelQuery, TravelResult
@@ -21,6 +26,7 @@ from athena_cdc.log.base import ChannelBounds, Event, Gap, TravelQuery, TravelRe
 if TYPE_CHECKING:
     from athena_cdc.log.base import EventLog
 
+PAGE = 5_000  # events handed out at a time (about 1 MiB of frames)
 MIN_PAGE = 256  # events read per channel at a time when several channels are merged
 
 
@@ -75,49 +81,102 @@ class _Key:
         return self.key > other.key if self.reverse else self.key < other.key
 
 
-async def run_travel(log: EventLog, query: TravelQuery) -> TravelResult:
-    newest = not query.has_cursor
-    channels = list(dict.fromkeys(query.channels))  # unique, in order
-    want = query.limit + 1  # one more than the limit tells whether more matched
-    page = want if len(channels) <= 1 else max(MIN_PAGE, want // len(channels) + 1)
-    streams = [_Stream(log, query, channel, page, newest) for channel in channels]
-    gaps: list[Gap] = []
-    for stream in streams:
-        await stream.fetch()
-        first = min((e.seq for e in stream.events), default=None)
-        gap = retention_gap(stream.channel, log.bounds(stream.channel), query, first, page)
-        if gap is not None:
-            gaps.append(gap)
-
-    if len(streams) == 1:
-        picked = streams[0].events
-    else:
-        picked = await _merge(streams, want, newest)
-    has_more = len(picked) > query.limit
-    picked = picked[: query.limit]
-    if newest:
-        picked.reverse()  # walked newest first; answered oldest first
-    return TravelResult(picked, has_more, gaps)
-
-
-async def _merge(streams: list[_Stream], want: int, newest: bool) -> list[Event]:
-    heap: list[tuple[_Key, int]] = []
-    for number, stream in enumerate(streams):
-        event = stream.current()
-        if event is not None:
-            heap.append((_Key(event, newest), number))
+async def _merged(streams: list[_Stream], newest: bool) -> AsyncIterator[Event]:
+    """The streams' events in merge order (descending when ``newest``)."""
+    heap = [
+        (_Key(event, newest), number)
+        for number, stream in enumerate(streams)
+        if (event := stream.current()) is not None
+    ]
     heapq.heapify(heap)
-    picked: list[Event] = []
-    while heap and len(picked) < want:
+    while heap:
         _, number = heapq.heappop(heap)
         stream = streams[number]
         event = stream.current()
         assert event is not None
-        picked.append(event)
+        yield event
         following = await stream.advance()
         if following is not None:
             heapq.heappush(heap, (_Key(following, newest), number))
-    return picked
+
+
+class TravelReader:
+    """One travel's answer, page by page; ``count``, ``has_more`` and ``gaps`` are
+    final once :meth:`pages` is exhausted."""
+
+    def __init__(self, log: EventLog, query: TravelQuery) -> None:
+        self.log = log
+        self.query = query
+        self.count = 0
+        self.has_more = False
+        self.gaps: list[Gap] = []
+
+    async def pages(self) -> AsyncGenerator[list[Event], None]:
+        query = self.query
+        channels = list(dict.fromkeys(query.channels))  # unique, in order
+        want = query.limit + 1  # one more than the limit tells whether more matched
+        if not channels:
+            return
+        if len(channels) == 1:
+            read = query if query.has_cursor else self._tail_as_cursor(channels[0])
+            streams = [_Stream(self.log, read, channels[0], min(want, PAGE), False)]
+            reaches_start = True
+        else:
+            page = max(MIN_PAGE, want // len(channels) + 1)
+            streams = [_Stream(self.log, query, ch, page, not query.has_cursor) for ch in channels]
+            reaches_start = query.since_seq is not None or page > query.limit
+        for stream in streams:
+            await stream.fetch()
+            first = min((e.seq for e in stream.events), default=None)
+            gap = retention_gap(
+                stream.channel, self.log.bounds(stream.channel), query, first, reaches_start
+            )
+            if gap is not None:
+                self.gaps.append(gap)
+
+        if streams[0].newest:  # several channels, newest: find the cut, then answer
+            picked: list[Event] = []
+            async for event in _merged(streams, newest=True):
+                picked.append(event)
+                if len(picked) == want:
+                    break
+            self.has_more = len(picked) > query.limit
+            picked = picked[: query.limit]
+            picked.reverse()
+            self.count = len(picked)
+            for start in range(0, len(picked), PAGE):
+                yield picked[start : start + PAGE]
+            return
+
+        batch: list[Event] = []
+        async for event in _merged(streams, newest=False):
+            if self.count == query.limit:
+                self.has_more = True
+                break
+            batch.append(event)
+            self.count += 1
+            if len(batch) == PAGE:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _tail_as_cursor(self, channel: str) -> TravelQuery:
+        """The newest ``limit`` of a channel are the seqs after ``last - limit``."""
+        bounds = self.log.bounds(channel)
+        last = self.query.upper(channel)
+        last = bounds.last_seq if last is None else min(last, bounds.last_seq)
+        start = max(last - self.query.limit, bounds.first_seq - 1, 0)
+        # Seqs are contiguous, so what lies before the cut is what did not fit.
+        self.has_more = start > bounds.first_seq - 1
+        return replace(self.query, since_seq=start)
+
+
+async def run_travel(log: EventLog, query: TravelQuery) -> TravelResult:
+    """A travel's whole answer at once."""
+    reader = TravelReader(log, query)
+    events = [event async for page in reader.pages() for event in page]
+    return TravelResult(events, reader.has_more, reader.gaps)
 
 
 def retention_gap(
@@ -125,15 +184,16 @@ def retention_gap(
     bounds: ChannelBounds,
     query: TravelQuery,
     first_read: int | None = None,
-    page: int = 0,
+    reaches_start: bool = False,
 ) -> Gap | None:
     """The part of the requested range that retention has already dropped, if any.
 
     With ``since_seq`` the request starts at ``since_seq + 1``; a time cursor alone
     cannot tell which dropped events matched, so it reports from seq 1 when the newest
     dropped event is not older than ``since_ts_ms``; without a cursor the request is
-    the newest ``limit`` seqs. ``first_read`` (the first seq the read returned, from
-    ``page`` asked for) catches events pruned while the read ran, after ``bounds``.
+    the newest ``limit`` seqs. ``first_read`` (the first seq the read returned, when
+    the read started at the request's start: ``reaches_start``) catches events pruned
+    while the read ran, after ``bounds`` was taken.
     """
     dropped_through = bounds.first_seq - 1
     if query.since_ts_ms is not None and (
@@ -147,11 +207,9 @@ def retention_gap(
     else:
         last = query.upper(channel)
         start = max(1, (bounds.last_seq if last is None else last) - query.limit + 1)
-    # A read that starts later than the request (and could not have been cut short by
-    # the time cursor or a small page) found the seqs before it gone.
-    seq_only = query.since_ts_ms is None
-    reaches_start = query.since_seq is not None or page > query.limit
-    if first_read is not None and seq_only and reaches_start and first_read > start:
+    # A read that started at the request's start but found a later seq first found the
+    # seqs before it gone (a time cursor could have skipped them, so it does not count).
+    if first_read is not None and query.since_ts_ms is None and reaches_start:
         dropped_through = max(dropped_through, first_read - 1)
     if dropped_through < 1 or start > dropped_through:
         return None

@@ -7,6 +7,7 @@ queue (see :mod:`athena_cdc.hub.connection`), which keeps the order of messages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -165,25 +166,29 @@ class WebSocketEndpoint:
         # Events after these seqs are held for this connection and follow the ack.
         until = {channel: self.log.bounds(channel).last_seq for channel in channels}
         query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
+        reader = self.log.travel_reader(query)
         try:
             try:
-                result = await self.log.travel(query)
+                # Each page is written (and drained) before the next is read.
+                async with contextlib.aclosing(reader.pages()) as pages:
+                    async for page in pages:
+                        await conn.write_bulk([event.frame for event in page])
             except StorageUnavailable as exc:
+                # Events already sent stay sent; the error takes the ack's place.
                 self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
                 return
-            await conn.write_bulk([event.frame for event in result.events])
             conn.send(
                 m.travel_complete_message(
                     travel,
-                    count=len(result.events),
-                    has_more=result.has_more,
+                    count=reader.count,
+                    has_more=reader.has_more,
                     gaps=[
                         {"organization_id": g.channel, "from_seq": g.from_seq, "to_seq": g.to_seq}
-                        for g in result.gaps
+                        for g in reader.gaps
                     ],
                 )
             )
-            self.metrics.replayed.inc(len(result.events))
+            self.metrics.replayed.inc(reader.count)
             self.metrics.travel_seconds.observe(time.perf_counter() - started)
         except ConnectionError:
             pass  # the client went away mid-reply
