@@ -116,6 +116,7 @@ async def test_paged_merge_of_many_channels_equals_the_whole_merge(
     whole = [await event_log.travel(q) for q in queries]
     monkeypatch.setattr(travel, "MIN_PAGE", 1)  # tiny pages: every path pages
     monkeypatch.setattr(travel, "PAGE", 3)
+    monkeypatch.setattr(travel, "FIRST_PAGE", 2)
     paged = [await event_log.travel(q) for q in queries]
     for a, b in zip(whole, paged, strict=True):
         assert [(e.channel, e.seq) for e in a.events] == [(e.channel, e.seq) for e in b.events]

@@ -16,8 +16,9 @@ the cut first, so it is handed out whole.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 PAGE = 5_000  # events handed out at a time (about 1 MiB of frames)
 MIN_PAGE = 256  # events read per channel at a time when several channels are merged
+# One channel is read as a small first page (so the reply starts at once), then the
+# rest in one read: one disk query, whose result can join the sqlite cache whole.
+FIRST_PAGE = 1_000
 
 
 @dataclass(slots=True)
@@ -39,6 +43,7 @@ class _Stream:
     channel: str
     page: int
     newest: bool
+    first_page: int = 0  # size of the first read, when it differs from ``page``
     events: list[Event] = field(default_factory=list)
     index: int = 0
     exhausted: bool = False
@@ -46,17 +51,18 @@ class _Stream:
     async def fetch(self, after: Event | None = None) -> None:
         """Read the next page (the first when ``after`` is None)."""
         q = self.query
+        size = self.first_page if after is None and self.first_page else self.page
         if self.newest:  # walk back from the newest, each page oldest first
             until = q.upper(self.channel) if after is None else after.seq - 1
-            page = await self.log.read_channel(self.channel, None, None, self.page, True, until)
+            page = await self.log.read_channel(self.channel, None, None, size, True, until)
             page.reverse()
         else:
             since = q.since_seq if after is None else after.seq
             page = await self.log.read_channel(
-                self.channel, since, q.since_ts_ms, self.page, False, q.upper(self.channel)
+                self.channel, since, q.since_ts_ms, size, False, q.upper(self.channel)
             )
         self.events, self.index = page, 0
-        self.exhausted = len(page) < self.page
+        self.exhausted = len(page) < size
 
     def current(self) -> Event | None:
         return self.events[self.index] if self.index < len(self.events) else None
@@ -81,7 +87,7 @@ class _Key:
         return self.key > other.key if self.reverse else self.key < other.key
 
 
-async def _merged(streams: list[_Stream], newest: bool) -> AsyncIterator[Event]:
+async def _merged(streams: list[_Stream], newest: bool) -> AsyncGenerator[Event, None]:
     """The streams' events in merge order (descending when ``newest``)."""
     heap = [
         (_Key(event, newest), number)
@@ -98,6 +104,27 @@ async def _merged(streams: list[_Stream], newest: bool) -> AsyncIterator[Event]:
         following = await stream.advance()
         if following is not None:
             heapq.heappush(heap, (_Key(following, newest), number))
+
+
+async def _pages(stream: _Stream) -> AsyncGenerator[list[Event], None]:
+    """A single stream's pages, as read."""
+    while stream.events:
+        yield stream.events
+        if stream.exhausted:
+            return
+        await stream.fetch(after=stream.events[-1])
+
+
+async def _batches(events: AsyncGenerator[Event, None]) -> AsyncGenerator[list[Event], None]:
+    batch: list[Event] = []
+    async with contextlib.aclosing(events):
+        async for event in events:
+            batch.append(event)
+            if len(batch) == PAGE:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 class TravelReader:
@@ -117,9 +144,13 @@ class TravelReader:
         want = query.limit + 1  # one more than the limit tells whether more matched
         if not channels:
             return
+        cut_before = False  # a tail read as a cursor: events before the cut matched too
         if len(channels) == 1:
-            read = query if query.has_cursor else self._tail_as_cursor(channels[0])
-            streams = [_Stream(self.log, read, channels[0], min(want, PAGE), False)]
+            read = query
+            if not query.has_cursor:
+                read, cut_before = self._tail_as_cursor(channels[0])
+            head = min(want, FIRST_PAGE)
+            streams = [_Stream(self.log, read, channels[0], max(1, want - head), False, head)]
             reaches_start = True
         else:
             page = max(MIN_PAGE, want // len(channels) + 1)
@@ -127,9 +158,9 @@ class TravelReader:
             reaches_start = query.since_seq is not None or page > query.limit
         for stream in streams:
             await stream.fetch()
-            first = min((e.seq for e in stream.events), default=None)
+            first_read = min((e.seq for e in stream.events), default=None)
             gap = retention_gap(
-                stream.channel, self.log.bounds(stream.channel), query, first, reaches_start
+                stream.channel, self.log.bounds(stream.channel), query, first_read, reaches_start
             )
             if gap is not None:
                 self.gaps.append(gap)
@@ -148,28 +179,29 @@ class TravelReader:
                 yield picked[start : start + PAGE]
             return
 
-        batch: list[Event] = []
-        async for event in _merged(streams, newest=False):
-            if self.count == query.limit:
-                self.has_more = True
-                break
-            batch.append(event)
-            self.count += 1
-            if len(batch) == PAGE:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        # One channel needs no merge: its pages are handed out as read.
+        chunks = _pages(streams[0]) if len(streams) == 1 else _batches(_merged(streams, False))
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                room = query.limit - self.count
+                if len(chunk) > room:
+                    self.has_more = True
+                    chunk = chunk[:room]
+                if chunk:
+                    self.count += len(chunk)
+                    yield chunk
+                if self.has_more:
+                    break
+        self.has_more = self.has_more or cut_before
 
-    def _tail_as_cursor(self, channel: str) -> TravelQuery:
-        """The newest ``limit`` of a channel are the seqs after ``last - limit``."""
+    def _tail_as_cursor(self, channel: str) -> tuple[TravelQuery, bool]:
+        """The newest ``limit`` of a channel are the seqs after ``last - limit``; and
+        whether retained events lie before that cut (they matched but did not fit)."""
         bounds = self.log.bounds(channel)
         last = self.query.upper(channel)
         last = bounds.last_seq if last is None else min(last, bounds.last_seq)
         start = max(last - self.query.limit, bounds.first_seq - 1, 0)
-        # Seqs are contiguous, so what lies before the cut is what did not fit.
-        self.has_more = start > bounds.first_seq - 1
-        return replace(self.query, since_seq=start)
+        return replace(self.query, since_seq=start), start > bounds.first_seq - 1
 
 
 async def run_travel(log: EventLog, query: TravelQuery) -> TravelResult:
