@@ -139,12 +139,36 @@ class TravelReader:
         self.gaps: list[Gap] = []
 
     async def pages(self) -> AsyncGenerator[list[Event], None]:
+        streams, cut_before = await self._open_streams()
+        if not streams:
+            return
+        if streams[0].newest:
+            picked = await self._newest_of_several(streams)
+            for start in range(0, len(picked), PAGE):
+                yield picked[start : start + PAGE]
+            return
+        # One channel needs no merge: its pages are handed out as read.
+        chunks = _pages(streams[0]) if len(streams) == 1 else _batches(_merged(streams, False))
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                room = self.query.limit - self.count
+                if len(chunk) > room:
+                    self.has_more = True
+                    chunk = chunk[:room]
+                if chunk:
+                    self.count += len(chunk)
+                    yield chunk
+                if self.has_more:
+                    break
+        self.has_more = self.has_more or cut_before
+
+    async def _open_streams(self) -> tuple[list[_Stream], bool]:
+        """A stream per channel, first page read and gaps noted; and, for the tail of
+        one channel read as a cursor, whether events before the cut matched too."""
         query = self.query
         channels = list(dict.fromkeys(query.channels))  # unique, in order
         want = query.limit + 1  # one more than the limit tells whether more matched
-        if not channels:
-            return
-        cut_before = False  # a tail read as a cursor: events before the cut matched too
+        cut_before = False
         if len(channels) == 1:
             read = query
             if not query.has_cursor:
@@ -153,7 +177,7 @@ class TravelReader:
             streams = [_Stream(self.log, read, channels[0], max(1, want - head), False, head)]
             reaches_start = True
         else:
-            page = max(MIN_PAGE, want // len(channels) + 1)
+            page = max(MIN_PAGE, want // max(1, len(channels)) + 1)
             streams = [_Stream(self.log, query, ch, page, not query.has_cursor) for ch in channels]
             reaches_start = query.since_seq is not None or page > query.limit
         for stream in streams:
@@ -164,35 +188,22 @@ class TravelReader:
             )
             if gap is not None:
                 self.gaps.append(gap)
+        return streams, cut_before
 
-        if streams[0].newest:  # several channels, newest: find the cut, then answer
-            picked: list[Event] = []
-            async for event in _merged(streams, newest=True):
+    async def _newest_of_several(self, streams: list[_Stream]) -> list[Event]:
+        """The newest ``limit`` over several channels: walk back to the cut, oldest first."""
+        picked: list[Event] = []
+        merged = _merged(streams, newest=True)
+        async with contextlib.aclosing(merged):
+            async for event in merged:
                 picked.append(event)
-                if len(picked) == want:
+                if len(picked) > self.query.limit:
                     break
-            self.has_more = len(picked) > query.limit
-            picked = picked[: query.limit]
-            picked.reverse()
-            self.count = len(picked)
-            for start in range(0, len(picked), PAGE):
-                yield picked[start : start + PAGE]
-            return
-
-        # One channel needs no merge: its pages are handed out as read.
-        chunks = _pages(streams[0]) if len(streams) == 1 else _batches(_merged(streams, False))
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                room = query.limit - self.count
-                if len(chunk) > room:
-                    self.has_more = True
-                    chunk = chunk[:room]
-                if chunk:
-                    self.count += len(chunk)
-                    yield chunk
-                if self.has_more:
-                    break
-        self.has_more = self.has_more or cut_before
+        self.has_more = len(picked) > self.query.limit
+        picked = picked[: self.query.limit]
+        picked.reverse()
+        self.count = len(picked)
+        return picked
 
     def _tail_as_cursor(self, channel: str) -> tuple[TravelQuery, bool]:
         """The newest ``limit`` of a channel are the seqs after ``last - limit``; and
