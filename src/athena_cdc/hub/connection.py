@@ -10,9 +10,11 @@ event-loop tick: one system call per client per tick, however many events.
 While a travel is answered, live batches are *held* and released after the ack; the
 travel stops where the live stream was when it began, so each event is sent once.
 
-A client that still has more than ``limit`` unsent bytes when the next data for it
-is flushed is a slow consumer: it is closed with 4008 and told to travel from its
-last seq; nothing is lost, the log has the events.
+When a client's socket is full, what comes next for it waits in the connection (as
+references to the shared batches); a client whose waiting data passes ``limit`` is a
+slow consumer: the waiting data is dropped, and it is closed with 4008 and told to
+travel from its last seq. Nothing is lost, the log has the events, and the close frame
+follows only the little the transport already held.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER_CODE = 4008
 SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
 BULK_CHUNK_BYTES = 1 << 20  # travel replies are written in chunks of about this size
+WRITE_HIGH_WATER = 64 * 1024  # unsent bytes in the transport that mean "socket full"
 CLOSE_GRACE_S = 5.0  # how long a closing client has to answer before the socket is dropped
 TRAVEL_WRITE_TIMEOUT_S = 30.0  # a client that does not read a travel reply for this long is slow
 
@@ -59,11 +62,13 @@ class Batch:
 class Connection:
     __slots__ = (
         "_drain",
+        "_draining",
         "_held",
         "_held_bytes",
         "_on_dirty",
         "_on_slow",
         "_pending",
+        "_pending_bytes",
         "_transport",
         "_ws",
         "channels",
@@ -98,6 +103,8 @@ class Connection:
         self._on_dirty = on_dirty
         self._on_slow = on_slow
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._draining: asyncio.Task[None] | None = None
         self._held: list[Batch] | None = None
         self._held_bytes = 0
 
@@ -121,31 +128,60 @@ class Connection:
 
     def _queue(self, data: bytes) -> None:
         self._pending.append(data)
+        self._pending_bytes += len(data)
         if not self.dirty:
             self.dirty = True
             self._on_dirty(self)
 
     def flush(self) -> None:
-        """Write everything queued with one system call; close if the client lags."""
+        """Write everything queued with one system call; close if the client lags.
+
+        While the socket is full (the transport holds more than ``WRITE_HIGH_WATER``
+        unsent), new data waits here instead of in the transport: it costs only
+        references to the shared batches, and a slow consumer's backlog can be dropped
+        at once, so its close frame follows a short tail and the event loop never
+        pushes megabytes to a client that is being closed.
+        """
         self.dirty = False
         pending = self._pending
         if not pending or self.closing:
-            pending.clear()
+            self._discard_pending()
+            return
+        if self._draining is not None:
+            if self._pending_bytes > self.limit:
+                self.close_slow()
             return
         transport = self._transport
         if transport.is_closing():
-            pending.clear()
-            return
-        # Slow means: what we wrote before is still unsent beyond the cap. Checking
-        # before this write, not after, lets one large batch (up to a 10 MiB publish)
-        # through to a healthy reader; the bound is the cap plus one tick's data.
-        if transport.get_write_buffer_size() > self.limit:
-            pending.clear()
-            self.close_slow()
+            self._discard_pending()
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
+        self._discard_pending()
         transport.write(data)
+        if transport.get_write_buffer_size() > WRITE_HIGH_WATER and self._drain is not None:
+            self._draining = asyncio.get_running_loop().create_task(self._wait_writable())
+
+    def _discard_pending(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    async def _wait_writable(self) -> None:
+        """Until the socket takes data again, then write what waited meanwhile."""
+        assert self._drain is not None
+        try:
+            drained = self._drain()
+            if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
+                await asyncio.wait_for(drained, self.write_timeout)
+        except TimeoutError:
+            self._draining = None
+            self.close_slow()  # nothing read for write_timeout
+            return
+        except (ConnectionError, RuntimeError):
+            self._draining = None
+            return
+        self._draining = None
+        if self._pending and not self.closing:
+            self.flush()
 
     # -- travel ----------------------------------------------------------------------
     def hold(self) -> None:
@@ -167,8 +203,10 @@ class Connection:
 
     async def write_bulk(self, frames: Sequence[bytes]) -> None:
         """Write a travel reply in large chunks, waiting for the socket between them."""
-        chunk: list[bytes] = []
-        size = 0
+        # What still waits for a full socket goes first, in the same write.
+        chunk: list[bytes] = list(self._pending)
+        size = self._pending_bytes
+        self._discard_pending()
         for frame in frames:
             chunk.append(frame)
             size += len(frame)
@@ -210,7 +248,10 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        self._pending.clear()
+        self._discard_pending()  # never sent: the client will travel from its last seq
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
         self._held = None
         if self._ws is not None:
             task = asyncio.get_running_loop().create_task(self._close_ws(code, reason))
