@@ -165,22 +165,29 @@ class Connection:
         self._pending.clear()
         self._pending_bytes = 0
 
+    async def _drained(self) -> bool:
+        """Wait until the socket takes data again; False (and closed with 4008) if the
+        client reads nothing for ``write_timeout``: a stuck client would otherwise keep
+        its backlog, and a travel's reply and held events, for as long as it lives."""
+        if self._drain is None:
+            return True
+        drained = self._drain()
+        if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
+            try:
+                await asyncio.wait_for(drained, self.write_timeout)
+            except TimeoutError:
+                self.close_slow()
+                return False
+        return True
+
     async def _wait_writable(self) -> None:
         """Until the socket takes data again, then write what waited meanwhile."""
-        assert self._drain is not None
         try:
-            drained = self._drain()
-            if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
-                await asyncio.wait_for(drained, self.write_timeout)
-        except TimeoutError:
-            self._draining = None
-            self.close_slow()  # nothing read for write_timeout
-            return
+            writable = await self._drained()
         except (ConnectionError, RuntimeError):
-            self._draining = None
-            return
+            writable = False  # the connection is gone
         self._draining = None
-        if self._pending and not self.closing:
+        if writable and self._pending and not self.closing:
             self.flush()
 
     # -- travel ----------------------------------------------------------------------
@@ -220,16 +227,8 @@ class Connection:
         if self.closing or self._transport.is_closing():
             raise ConnectionResetError("connection closed during travel")
         self._transport.write(data)
-        if self._drain is not None:
-            drained = self._drain()
-            if asyncio.iscoroutine(drained) or isinstance(drained, asyncio.Future):
-                try:
-                    await asyncio.wait_for(drained, self.write_timeout)
-                except TimeoutError:
-                    # A client that stopped reading mid-reply would otherwise keep the
-                    # reply, its held events and this task alive for as long as it lives.
-                    self.close_slow()
-                    raise ConnectionResetError("client stopped reading a travel") from None
+        if not await self._drained():
+            raise ConnectionResetError("client stopped reading a travel")
 
     # -- closing ---------------------------------------------------------------------
     def close_slow(self) -> None:
