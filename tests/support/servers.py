@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -105,6 +104,3 @@ def server_process(*args: str, log_path: Path | None = None) -> Iterator[ServerP
     with proc:
         yield proc
 
-
-def environ_without_athena() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ATHENA_CDC_")}

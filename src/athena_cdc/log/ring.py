@@ -75,7 +75,7 @@ class ChannelRing:
             del self._frames[: self._start]
             del self._ts[: self._start]
             self._start = 0
-        return len(frame) + len(self.channel) + EVENT_OVERHEAD_BYTES
+        return frame_cost(frame, self.channel)
 
     def prepend(self, events: list[Event]) -> None:
         """Put older events, contiguous with the oldest held, in front (cache fill)."""
@@ -127,8 +127,9 @@ class ChannelRing:
         return seq >= self.first_seq
 
 
-def event_cost(event: Event) -> int:
-    return len(event.frame) + len(event.channel) + EVENT_OVERHEAD_BYTES
+def frame_cost(frame: bytes, channel: str) -> int:
+    """What one held event counts against the memory bound (added and dropped alike)."""
+    return len(frame) + len(channel) + EVENT_OVERHEAD_BYTES
 
 
 class RingSet:
@@ -156,7 +157,7 @@ class RingSet:
     def add(self, event: Event) -> None:
         ring = self.ensure(event.channel, event.seq - 1)
         ring.append(event)
-        self.bytes += event_cost(event)
+        self.bytes += frame_cost(event.frame, event.channel)
         self.events += 1
         self._order.append((event.channel, event.seq))
         if len(ring) > self.per_channel:
@@ -187,7 +188,7 @@ class RingSet:
         room = self.per_channel - len(ring)
         events = events[-room:] if room > 0 else []
         ring.prepend(events)
-        self.bytes += sum(event_cost(e) for e in events)
+        self.bytes += sum(frame_cost(e.frame, channel) for e in events)
         self.events += len(events)
         self._order.extendleft((channel, e.seq) for e in reversed(events))
         while self.bytes > self.max_bytes and self._order:
