@@ -316,6 +316,16 @@ OPTIONS: tuple[Option, ...] = (
         group="postgres",
         metavar="CHANNEL",
     ),
+    Option(
+        "pg_unroutable",
+        "refuse",
+        choice("refuse", "default-channel", "skip"),
+        "a published table whose replica identity lacks the route column (its DELETEs and "
+        "channel-moving UPDATEs have no old channel): refuse to start, or send such DELETEs "
+        "to --default-channel, or skip them",
+        group="postgres",
+        metavar="{refuse,default-channel,skip}",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -347,6 +357,7 @@ class Settings:
     pg_tables: list[str] = field(default_factory=list)
     route_column: str = "organization_id"
     default_channel: str | None = None
+    pg_unroutable: str = "refuse"
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
