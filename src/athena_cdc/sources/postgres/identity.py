@@ -67,13 +67,15 @@ class TableIdentity:
             "INDEX index)"
         )
 
-    def problem(self, route_column: str) -> str:
+    def why(self, route_column: str) -> str:
         """Why its DELETEs cannot be routed, and the fix, in one sentence."""
         return (
-            f"table {self.qualified}: {self.describe_identity()} does not include "
-            f"{route_column}, so its DELETEs and channel-moving UPDATEs have no old channel; "
-            f"run {self.fix(route_column)}"
+            f"{self.describe_identity()} does not include {route_column}, so its DELETEs "
+            f"and channel-moving UPDATEs have no old channel; run {self.fix(route_column)}"
         )
+
+    def problem(self, route_column: str) -> str:
+        return f"table {self.qualified}: {self.why(route_column)}"
 
 
 def from_relation(relation: pgoutput.Relation, route_column: str) -> TableIdentity:

@@ -89,7 +89,7 @@ class Router:
 
     def note_unroutable(self, identity: TableIdentity) -> None:
         """Say once per table what happens to its UPDATEs and DELETEs."""
-        problem = identity.problem(self.route_column)
+        problem = identity.why(self.route_column)
         if self.unroutable == DEFAULT_CHANNEL:
             fate = (
                 f"Until then its DELETEs go to the default channel {self.default_channel!r} "

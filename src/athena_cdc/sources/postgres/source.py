@@ -33,6 +33,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+import psycopg2.extensions
+
 from athena_cdc.config import Settings
 from athena_cdc.log.base import EventLog, NewEvent, SourcePosition
 from athena_cdc.sources.postgres.assembler import Chunk, TransactionAssembler
@@ -40,7 +42,7 @@ from athena_cdc.sources.postgres.errors import SourceConfigError, SourceError, U
 from athena_cdc.sources.postgres.handoff import Handoff
 from athena_cdc.sources.postgres.identity import DEFAULT_CHANNEL, REFUSE, published_identities
 from athena_cdc.sources.postgres.lsn import Position, format_lsn
-from athena_cdc.sources.postgres.provision import Target, classify, connect, describe, provision
+from athena_cdc.sources.postgres.provision import Target, describe, provision
 from athena_cdc.sources.postgres.reader import Progress, ReplicationReader
 from athena_cdc.sources.postgres.routing import Router
 
@@ -174,8 +176,7 @@ class PostgresSource:
 
     async def _open(self, busy_grace: float) -> None:
         """Provision, connect, resume from the log's position, and start the reader."""
-        await asyncio.to_thread(provision, self.dsn, self.target, busy_grace)
-        await asyncio.to_thread(self._check_routes)
+        await asyncio.to_thread(provision, self.dsn, self.target, busy_grace, self._check_routes)
         assert self.handoff is not None
         reader = ReplicationReader(
             self.dsn,
@@ -217,19 +218,10 @@ class PostgresSource:
         self._health = None
         log.info("%s: streaming from slot %s", self.name, self.target.slot)
 
-    def _check_routes(self) -> None:
+    def _check_routes(self, cur: psycopg2.extensions.cursor) -> None:
         """Refuse (or, with a fallback, warn about) published tables whose DELETEs cannot
         be routed: their replica identity lacks the routing column."""
-        conn = connect(self.dsn)
-        try:
-            with conn.cursor() as cur:
-                tables = published_identities(
-                    cur, self.target.publication, self.router.route_column
-                )
-        except Exception as exc:
-            raise classify(exc, self.dsn) from None
-        finally:
-            conn.close()
+        tables = published_identities(cur, self.target.publication, self.router.route_column)
         unroutable = [t for t in tables if self.router.is_unroutable(t)]
         if not unroutable:
             return
