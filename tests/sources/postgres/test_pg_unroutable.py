@@ -182,3 +182,15 @@ async def test_row_moving_channel_reaches_both_subscribers_in_order(db: Db) -> N
     assert got_acme[1]["new"]["organization_id"] == "beta"
     assert got_acme[3] == got_beta[2] and got_acme[3]["old"] == {"organization_id": "acme",
                                                                  "id": 1}
+
+
+def test_an_unknown_fallback_is_a_one_line_config_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "athena_cdc", "serve", "--store", "memory", "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={"ATHENA_CDC_PG_UNROUTABLE": "ignore", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "athena-cdc: error: ATHENA_CDC_PG_UNROUTABLE: invalid value 'ignore': "
+        "expected one of refuse, default-channel, skip"]
