@@ -65,15 +65,17 @@ async def test_which_identities_are_routable(db: Db, memlog: MemoryLog) -> None:
     db.sql("CREATE TABLE no_column (id int PRIMARY KEY, what text)")  # default channel/skip
     db.sql("CREATE TABLE audit (id int PRIMARY KEY, organization_id text)")  # override
     db.sql('CREATE TABLE "Odd Name" (id int PRIMARY KEY, organization_id text)')
+    db.sql("CREATE TABLE zz_second (id int PRIMARY KEY, organization_id text)")
     settings = db.settings(pg_table_channels={"public.audit": "audit"})
     with pytest.raises(SourceConfigError) as caught:
         await db.source(memlog, settings).start()
     message = str(caught.value)
     assert 'ALTER TABLE public."Odd Name" REPLICA IDENTITY FULL;' in message
+    assert "likewise 1 more: ALTER TABLE public.zz_second REPLICA IDENTITY FULL;" in message
     for fine in ("full_row", "in_key", "by_index", "no_key", "no_column", "audit"):
         assert f"public.{fine}" not in message
     # A replica-identity index without the column is as unroutable as a key without it.
-    db.sql('DROP TABLE "Odd Name"')
+    db.sql('DROP TABLE "Odd Name", zz_second')
     db.sql("CREATE UNIQUE INDEX by_index_id ON by_index (id)")
     db.sql("ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_id")
     with pytest.raises(SourceConfigError, match=r"replica identity index \(id\)"):

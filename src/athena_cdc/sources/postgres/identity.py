@@ -59,12 +59,15 @@ class TableIdentity:
             return f"its replica identity index ({columns})"
         return f"its replica identity, the primary key ({columns}),"
 
+    def statement(self) -> str:
+        """The statement that makes the table routable."""
+        return f"ALTER TABLE {sql_name(self.qualified)} REPLICA IDENTITY FULL;"
+
     def fix(self, route_column: str) -> str:
-        """The statement that makes the table routable, and the alternatives."""
+        """:meth:`statement`, and the alternatives."""
         return (
-            f"ALTER TABLE {sql_name(self.qualified)} REPLICA IDENTITY FULL; "
-            f"(or put {route_column} in its primary key or in a REPLICA IDENTITY USING "
-            "INDEX index)"
+            f"{self.statement()} (or put {route_column} in its primary key or in a "
+            "REPLICA IDENTITY USING INDEX index)"
         )
 
     def why(self, route_column: str) -> str:

@@ -233,7 +233,7 @@ class PostgresSource:
         first, others = unroutable[0], unroutable[1:]
         also = ""
         if others:
-            fixes = " ".join(t.fix(route).partition(" (or")[0] for t in others)
+            fixes = " ".join(t.statement() for t in others)
             also = f"; likewise {len(others)} more: {fixes}"
         raise SourceConfigError(
             f"PostgreSQL {describe(self.dsn)}, publication {self.target.publication}: "
