@@ -105,6 +105,11 @@ class TableInfo:
         raw = values[self.route_index]
         return None if raw is UNCHANGED else raw
 
+    def route_unchanged(self, values: list[pgoutput.Value]) -> bool:
+        """Whether the routing column is an unchanged TOASTed value (not sent)."""
+        index = self.route_index
+        return index is not None and index < len(values) and values[index] is UNCHANGED
+
     def old_has_route(self, old: list[pgoutput.Value] | None, old_is_key: bool) -> bool:
         """Whether an old row image holds the routing column (a key-only one may not)."""
         index = self.route_index
@@ -273,9 +278,9 @@ class TransactionAssembler:
             old_channel = route(table.qualified, old_route)
             if op == "delete":
                 return _present(old_channel)
-            assert new_values is not None
+            assert new_values is not None  # an update
             new_route = table.route_value(new_values)
-            if new_values[table.route_index] is UNCHANGED:
+            if new_route is None and table.route_unchanged(new_values):
                 new_route = old_route  # an unchanged TOASTed value: it did not move
             new_channel = route(table.qualified, new_route)
             if old_channel is None or old_channel == new_channel:
