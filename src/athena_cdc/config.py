@@ -316,6 +316,16 @@ OPTIONS: tuple[Option, ...] = (
         group="postgres",
         metavar="CHANNEL",
     ),
+    Option(
+        "on_damage",
+        "refuse",
+        choice("refuse", "new-epoch"),
+        "when the sqlite log may have lost acknowledged events (a deleted -wal file, a "
+        "truncated or replaced database): refuse to start, or continue under a new epoch "
+        "(clients start every channel over)",
+        group="log",
+        metavar="{refuse,new-epoch}",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -347,6 +357,7 @@ class Settings:
     pg_tables: list[str] = field(default_factory=list)
     route_column: str = "organization_id"
     default_channel: str | None = None
+    on_damage: str = "refuse"
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

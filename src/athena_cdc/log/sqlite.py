@@ -38,6 +38,15 @@ from athena_cdc.log.base import (
     SourcePosition,
     StorageUnavailable,
 )
+from athena_cdc.log.epoch import (
+    HighWaterFile,
+    HighWaterUnreadable,
+    LogDamaged,
+    StoredLog,
+    boot_id,
+    damage,
+    new_epoch,
+)
 from athena_cdc.log.memory import now_ms
 from athena_cdc.log.ring import ChannelRing, RingSet
 
@@ -64,6 +73,12 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (channel_id, ts_ms);
 CREATE TABLE IF NOT EXISTS source_positions (
     source   TEXT PRIMARY KEY,
     position TEXT NOT NULL
+);
+-- 'epoch' (text) and 'appended' (events ever appended under it, all channels):
+-- checked against the seq-highwater file on open (see athena_cdc.log.epoch).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value NOT NULL
 );
 """
 
@@ -102,6 +117,25 @@ class DataDirLocked(Exception):
     pass
 
 
+# Counted in the same transaction as the events (see athena_cdc.log.epoch).
+_COUNT_APPENDED = "UPDATE meta SET value = value + ? WHERE key = 'appended'"
+
+
+def _stored_log(con: sqlite3.Connection) -> StoredLog:
+    """The database's epoch and count of appended events; a database without them
+    (new, or from a version without epochs) counts what its channels hold."""
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    if "epoch" in meta:
+        return StoredLog(str(meta["epoch"]), int(meta.get("appended", 0)))
+    total = con.execute("SELECT coalesce(sum(last_seq), 0) FROM channels").fetchone()[0]
+    return StoredLog(None, int(total))
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
 class SqliteLog(EventLog):
     name = "sqlite"
 
@@ -113,9 +147,12 @@ class SqliteLog(EventLog):
         retention_age: float | None = None,
         memory_limit: int = 512 * 1024**2,
         synchronous: str = "full",
+        on_damage: str = "refuse",
     ) -> None:
         super().__init__()
         self.path = Path(data_dir) / "events.sqlite3"
+        self._on_damage = on_damage  # "refuse" or "new-epoch"
+        self._highwater = HighWaterFile(self.path.parent)
         self._retention_events = retention_events
         self._retention_age = retention_age
         self._synchronous = synchronous.upper()
@@ -138,12 +175,18 @@ class SqliteLog(EventLog):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(self._writer, self._open_writer)
+        try:
+            rows = await loop.run_in_executor(self._writer, self._open_writer)
+        except BaseException as exc:
+            await self._abandon_open()
+            if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
+                raise LogDamaged(self._corrupt_message(str(exc))) from None
+            raise
         for name, cid, first_seq, last_seq, last_ts, dropped_ts, first_ts in rows:
             self._channels[name] = _Channel(cid, last_seq, last_ts, first_ts)
             self._cache.ensure(name, last_seq, last_ts)
             self._disk[name] = _DiskBounds(first_seq, dropped_ts)
-        log.info("sqlite log %s: %d channels", self.path, len(rows))
+        log.info("sqlite log %s: %d channels, epoch %s", self.path, len(rows), self.epoch)
         self._pruner = asyncio.create_task(self._prune_forever(), name="sqlite-retention")
 
     def _lock_data_dir(self) -> None:
@@ -168,6 +211,7 @@ class SqliteLog(EventLog):
         con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.executescript(SCHEMA)
         self._wcon = con
+        self._check_and_mark(con)
         return con.execute(
             "SELECT c.name, c.id, c.first_seq, c.last_seq, c.last_ts_ms, c.dropped_ts_ms, e.ts_ms "
             "FROM channels c LEFT JOIN events e ON e.channel_id = c.id AND e.seq = c.first_seq"
@@ -182,7 +226,103 @@ class SqliteLog(EventLog):
             await self._flusher
         loop = asyncio.get_running_loop()
         if self._wcon is not None:
-            await loop.run_in_executor(self._writer, self._wcon.close)
+            await loop.run_in_executor(self._writer, self._close_writer)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    # -- epoch and damage detection (see athena_cdc.log.epoch) -----------------------
+    def _check_and_mark(self, con: sqlite3.Connection) -> None:
+        """Writer thread, at open: check the database against seq-highwater, settle
+        the epoch, and mark the log running (unclean until :meth:`close`)."""
+        try:
+            mark = self._highwater.read()
+        except HighWaterUnreadable as exc:
+            problem: str | None = f"{self._highwater.path} is unreadable ({exc})"
+            mark = None
+        else:
+            if mark is None or not mark.clean:
+                # After an unclean stop (or the first start of a data dir): is the file
+                # sound? Costs about 1 s per GB (docs/protocol.md), so not on every start.
+                self._quick_check(con)
+            stored = _stored_log(con)
+            problem = damage(stored, mark, synchronous=self._synchronous, boot=boot_id())
+        stored = _stored_log(con)
+        if problem is not None:
+            if self._on_damage != "new-epoch":
+                raise LogDamaged(
+                    f"data dir {self.path.parent}: {problem}. Put back what is missing "
+                    "and restart, or start with --on-damage new-epoch to continue under a "
+                    "new epoch (clients then start every channel over)"
+                )
+            epoch = new_epoch()
+            log.warning(
+                "sqlite log %s: %s; continuing under the new epoch %s (was %s): clients "
+                "start every channel over",
+                self.path,
+                problem,
+                epoch,
+                stored.epoch or (mark.epoch if mark else None),
+            )
+        elif stored.epoch is not None:
+            epoch = stored.epoch
+        else:  # a new data dir, one from a version without epochs, or a start cut short
+            epoch = mark.epoch if mark is not None else new_epoch()
+        # The file first: if the process dies between the two writes, the next open
+        # sees a database without the epoch (adopted) or with another one (damage).
+        self._highwater.start(epoch, stored.appended)
+        if epoch != stored.epoch:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [("epoch", epoch), ("appended", stored.appended)],
+            )
+            con.execute("COMMIT")
+        self.epoch = epoch
+
+    def _quick_check(self, con: sqlite3.Connection) -> None:
+        result = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if result != "ok":
+            raise LogDamaged(self._corrupt_message(str(result)))
+
+    def _corrupt_message(self, detail: str) -> str:
+        return (
+            f"data dir {self.path.parent}: {self.path.name} is corrupt ({detail}). Restore "
+            "the data dir from a backup, or move it aside to start an empty log"
+        )
+
+    def _mark_committed(self, count: int) -> None:
+        """Writer thread, after a commit and before anybody hears of its events."""
+        try:
+            self._highwater.committed(count)
+        except OSError as exc:
+            # The events are committed; only damage detection is weakened.
+            log.error("cannot update %s: %s", self._highwater.path, exc)
+
+    def _close_writer(self) -> None:
+        con = self._wcon
+        assert con is not None
+        clean = False
+        try:
+            # Syncs the WAL (with synchronous=normal a commit does not) before the
+            # high-water file says the stop was clean.
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            con.close()
+            clean = True
+        finally:
+            self._highwater.close(clean=clean)
+
+    async def _abandon_open(self) -> None:
+        """Release what a failed open took, so the data dir can be opened again."""
+        loop = asyncio.get_running_loop()
+        if self._wcon is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await loop.run_in_executor(self._writer, self._wcon.close)
+            self._wcon = None
+        with contextlib.suppress(OSError):
+            self._highwater.close(clean=False)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         if self._lock_file is not None:
@@ -278,6 +418,8 @@ class SqliteLog(EventLog):
                     for c in (self._channels[name] for name in before)
                 ],
             )
+            if rows:
+                con.execute(_COUNT_APPENDED, (len(rows),))
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -289,6 +431,7 @@ class SqliteLog(EventLog):
                     channel = self._channels[name]
                     channel.last_seq, channel.last_ts_ms, channel.first_ts_ms = old
             raise
+        self._mark_committed(len(rows))
         return results
 
     async def get_position(self, source: str) -> str | None:
