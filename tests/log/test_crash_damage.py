@@ -90,6 +90,11 @@ def start_refused(data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def untouchable(data: Path) -> dict[str, bytes]:
+    """The files a refused start must leave as they are."""
+    return {name: (data / name).read_bytes() for name in ("events.sqlite3", "seq-highwater")}
+
+
 def delete_wal(data: Path) -> None:
     (data / "events.sqlite3-wal").unlink()
 
@@ -118,12 +123,14 @@ async def test_lost_acknowledged_events_are_refused_or_get_a_new_epoch(
     data = tmp_path / "data"
     epoch, handed_out = await fill_and_kill(data, tmp_path / "server.log")
     damage(data)
+    before = untouchable(data)
 
     refused = start_refused(data)
     assert refused.returncode == 2
     (line,) = refused.stderr.strip().splitlines()  # one line, no traceback
     assert line.startswith(f"athena-cdc: error: data dir {data}: ")
     assert "fewer than were acknowledged" in line and "--on-damage new-epoch" in line
+    assert untouchable(data) == before  # so what is missing can still be put back
 
     with server_process(
         "--data-dir", str(data), "--on-damage", "new-epoch", log_path=tmp_path / "server.log"

@@ -171,6 +171,9 @@ async def test_synchronous_normal_after_a_machine_crash_cannot_be_trusted(
     log = await open_log(tmp_path, synchronous="normal")
     await log.append([new("a", 1)])
     await log.close()
+    as_after_a_crash(tmp_path, boot=None)  # of the process: the kernel kept the writes
+    log = await open_log(tmp_path, synchronous="normal")
+    await log.close()
     mark = as_after_a_crash(tmp_path, boot="another-boot")  # of the machine
     with pytest.raises(LogDamaged, match="synchronous normal"):
         await open_log(tmp_path, synchronous="normal")

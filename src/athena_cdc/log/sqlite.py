@@ -124,9 +124,12 @@ _COUNT_APPENDED = "UPDATE meta SET value = value + ? WHERE key = 'appended'"
 def _stored_log(con: sqlite3.Connection) -> StoredLog:
     """The database's epoch and count of appended events; a database without them
     (new, or from a version without epochs) counts what its channels hold."""
-    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
     if "epoch" in meta:
         return StoredLog(str(meta["epoch"]), int(meta.get("appended", 0)))
+    if "channels" not in tables:
+        return StoredLog(None, 0)  # a new (or emptied) database
     total = con.execute("SELECT coalesce(sum(last_seq), 0) FROM channels").fetchone()[0]
     return StoredLog(None, int(total))
 
@@ -204,14 +207,15 @@ class SqliteLog(EventLog):
 
     def _open_writer(self) -> list[tuple[str, int, int, int, int, int | None, int | None]]:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._wcon = con  # closed by open() if what follows fails
+        checked = self._check_log(con)  # before anything is written
         con.execute("PRAGMA journal_mode=WAL")
         # Wait for a lock held by another process (a backup, an sqlite3 shell) instead
         # of failing appends at once.
         con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.executescript(SCHEMA)
-        self._wcon = con
-        self._check_and_mark(con)
+        self._mark_running(con, *checked)
         return con.execute(
             "SELECT c.name, c.id, c.first_seq, c.last_seq, c.last_ts_ms, c.dropped_ts_ms, e.ts_ms "
             "FROM channels c LEFT JOIN events e ON e.channel_id = c.id AND e.seq = c.first_seq"
@@ -233,9 +237,11 @@ class SqliteLog(EventLog):
             self._lock_file.close()
 
     # -- epoch and damage detection (see athena_cdc.log.epoch) -----------------------
-    def _check_and_mark(self, con: sqlite3.Connection) -> None:
-        """Writer thread, at open: check the database against seq-highwater, settle
-        the epoch, and mark the log running (unclean until :meth:`close`)."""
+    def _check_log(self, con: sqlite3.Connection) -> tuple[str, StoredLog]:
+        """Writer thread, at open, reading only (a refused start changes nothing, so
+        whatever is missing can be put back): check the database against seq-highwater.
+        Returns the epoch to run under and what the database holds; raises LogDamaged."""
+        con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             mark = self._highwater.read()
         except HighWaterUnreadable as exc:
@@ -269,6 +275,11 @@ class SqliteLog(EventLog):
             epoch = stored.epoch
         else:  # a new data dir, one from a version without epochs, or a start cut short
             epoch = mark.epoch if mark is not None else new_epoch()
+        return epoch, stored
+
+    def _mark_running(self, con: sqlite3.Connection, epoch: str, stored: StoredLog) -> None:
+        """Writer thread, at open: store the epoch, and mark the log running (an
+        unclean stop until :meth:`close` says otherwise)."""
         # The file first: if the process dies between the two writes, the next open
         # sees a database without the epoch (adopted) or with another one (damage).
         self._highwater.start(epoch, stored.appended)
