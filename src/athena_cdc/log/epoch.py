@@ -10,18 +10,19 @@ A file-based log can lose its newest transactions without noticing: a deleted
 all open as a perfectly valid, but older, database -- whose seqs would then be handed
 out a second time. So beside the database the sqlite log keeps a tiny *high-water*
 file, ``seq-highwater``, that does not travel with the database file: the epoch and
-the number of events ever appended under it. The database keeps the same count in
-its ``meta`` table, in the same transaction as the events. On open, a database that
-counts fewer events than the high-water file (or has another epoch, or none while the
-file exists) has lost acknowledged events, and its seqs cannot be trusted under that
-epoch.
+the number of events ever appended under it. The database keeps its epoch in its
+``meta`` table and counts the same number in the same transactions as the events (the
+sum of its channels' last seqs). On open, a database that counts fewer events than the
+high-water file (or has another epoch, or none while the file exists) has lost
+acknowledged events, and its seqs cannot be trusted under that epoch.
 
 Cost: the record is rewritten in place (one ``pwrite`` of 128 bytes, no fsync) after
 each group commit, so it is exact after a crash of the process (the kernel keeps the
 page). It is fsynced with the first commit after a second without one, and on clean
 shutdown (otherwise the kernel writes it back within its usual ~30 s), so after a
 crash of the *machine* it may be a little behind: damage is then detected only when
-it exceeds what was appended in that last stretch. See docs/protocol.md, "Epoch and damage".
+it exceeds what was appended in that last stretch. See docs/protocol.md, "Epoch and a
+damaged data dir".
 """
 
 from __future__ import annotations
