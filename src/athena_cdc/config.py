@@ -326,6 +326,16 @@ OPTIONS: tuple[Option, ...] = (
         group="postgres",
         metavar="{refuse,default-channel,skip}",
     ),
+    Option(
+        "on_damage",
+        "refuse",
+        choice("refuse", "new-epoch"),
+        "when the sqlite log may have lost acknowledged events (a deleted -wal file, a "
+        "truncated or replaced database): refuse to start, or continue under a new epoch "
+        "(clients start every channel over)",
+        group="log",
+        metavar="{refuse,new-epoch}",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -358,6 +368,7 @@ class Settings:
     route_column: str = "organization_id"
     default_channel: str | None = None
     pg_unroutable: str = "refuse"
+    on_damage: str = "refuse"
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

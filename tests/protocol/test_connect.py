@@ -81,7 +81,7 @@ async def test_subscribed_message_exact_form_and_key_order(memory_server: Athena
     assert status == 101
     assert first == (
         '{"status":"subscribed","client_id":"athena_logging",'
-        '"message":"Subscribed via X-Athena-Client header"}'
+        f'"message":"Subscribed via X-Athena-Client header","epoch":"{memory_server.log.epoch}"}}'
     )
 
 
@@ -96,6 +96,7 @@ async def test_subscribed_message_keeps_unicode_name(memory_server: AthenaServer
         ("status", "subscribed"),
         ("client_id", name),
         ("message", "Subscribed via X-Athena-Client header"),
+        ("epoch", memory_server.log.epoch),
     ]
 
 

@@ -1,4 +1,8 @@
-"""The memory backend: the whole log in per-channel rings. Fast, and lost on restart."""
+"""The memory backend: the whole log in per-channel rings. Fast, and lost on restart.
+
+Seqs restart at 1 with each process, so each start has a new epoch (set by
+:class:`EventLog`), and clients start their channels over.
+"""
 
 from __future__ import annotations
 

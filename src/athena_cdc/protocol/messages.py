@@ -172,18 +172,21 @@ def encode_event(channel: str, seq: int, ts_ms: int, payload: bytes) -> bytes:
     )
 
 
-def subscribed_message(client_id: str, channel: str | None = None) -> bytes:
+def subscribed_message(
+    client_id: str, channel: str | None = None, *, epoch: str | None = None
+) -> bytes:
+    body: dict[str, str]
     if channel is None:
-        return orjson.dumps(
-            {
-                "status": "subscribed",
-                "client_id": client_id,
-                "message": "Subscribed via X-Athena-Client header",
-            }
-        )
-    return orjson.dumps(
-        {"status": "subscribed", "client_id": client_id, "organization_id": channel}
-    )
+        body = {
+            "status": "subscribed",
+            "client_id": client_id,
+            "message": "Subscribed via X-Athena-Client header",
+        }
+    else:
+        body = {"status": "subscribed", "client_id": client_id, "organization_id": channel}
+    if epoch is not None:
+        body["epoch"] = epoch  # extension, after the original keys
+    return orjson.dumps(body)
 
 
 def unsubscribed_message(client_id: str, channel: str) -> bytes:
@@ -208,16 +211,18 @@ def travel_complete_message(
     count: int,
     has_more: bool,
     gaps: list[dict[str, Any]],
+    epoch: str | None = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "status": "travel_complete",
-            "organization_id": travel.organization_id,
-            "since_seq": travel.since_seq,
-            "since_ts_ms": travel.since_ts_ms,
-            "limit": travel.limit,
-            "count": count,
-            "has_more": has_more,
-            "gaps": gaps,
-        }
-    )
+    body: dict[str, Any] = {
+        "status": "travel_complete",
+        "organization_id": travel.organization_id,
+        "since_seq": travel.since_seq,
+        "since_ts_ms": travel.since_ts_ms,
+        "limit": travel.limit,
+        "count": count,
+        "has_more": has_more,
+        "gaps": gaps,
+    }
+    if epoch is not None:
+        body["epoch"] = epoch
+    return orjson.dumps(body)

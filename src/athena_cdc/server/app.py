@@ -56,6 +56,7 @@ def make_log(settings: Settings) -> EventLog:
         retention_age=settings.retention_age,
         memory_limit=settings.memory_limit,
         synchronous=settings.sqlite_synchronous,
+        on_damage=settings.on_damage,
     )
 
 

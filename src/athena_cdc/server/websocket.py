@@ -96,7 +96,7 @@ class WebSocketEndpoint:
         try:
             # Subscribe and queue "subscribed" in one step: no event can slip between.
             self.hub.subscribe(conn, name)
-            conn.send(m.subscribed_message(name))
+            conn.send(m.subscribed_message(name, epoch=self.log.epoch))
             await self._serve(ws, conn)
         finally:
             self.hub.remove(conn)
@@ -146,7 +146,9 @@ class WebSocketEndpoint:
             await self._travel(conn, message)
         elif isinstance(message, m.Subscribe):
             self.hub.subscribe(conn, message.organization_id)
-            conn.send(m.subscribed_message(conn.client_id, message.organization_id))
+            conn.send(
+                m.subscribed_message(conn.client_id, message.organization_id, epoch=self.log.epoch)
+            )
         elif isinstance(message, m.Unsubscribe):
             self.hub.unsubscribe(conn, message.organization_id)
             conn.send(m.unsubscribed_message(conn.client_id, message.organization_id))
@@ -186,6 +188,7 @@ class WebSocketEndpoint:
                         {"organization_id": g.channel, "from_seq": g.from_seq, "to_seq": g.to_seq}
                         for g in reader.gaps
                     ],
+                    epoch=self.log.epoch,
                 )
             )
             self.metrics.replayed.inc(reader.count)
