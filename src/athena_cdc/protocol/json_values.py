@@ -75,6 +75,8 @@ def loads(data: bytes | str) -> Any:
         try:
             return orjson.loads(data)  # refuses NaN, Infinity and 1e400 by itself
         except orjson.JSONDecodeError as exc:
+            if "depth limit" in str(exc):  # orjson stops at 1024 levels
+                raise JsonError(_too_deep()) from None
             raise JsonError(str(exc)) from None
     try:
         text = data.decode() if isinstance(data, bytes) else data
@@ -99,7 +101,7 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_big_integer_text)
     except orjson.JSONEncodeError as exc:
-        if "ecursion" in str(exc):
+        if "Recursion limit" in str(exc):
             raise JsonError(_too_deep()) from None
         # A lone surrogate (from a "\\ud800" escape) is not UTF-8 text.
         raise JsonError(str(exc)) from None
