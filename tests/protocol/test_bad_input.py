@@ -261,7 +261,7 @@ async def test_huge_limit_is_clamped(memory_server: AthenaServer) -> None:
         assert ack["limit"] == 50_000
 
 
-@pytest.mark.parametrize("limit", [2**64, 10**30, 10**4000])
+@pytest.mark.parametrize("limit", [2**64, 10**30, 10**4000], ids=["2**64", "10**30", "10**4000"])
 async def test_limit_beyond_64_bits_is_clamped_too(memory_server: AthenaServer, limit: int) -> None:
     async with client(memory_server, "a") as c:
         _, ack = await c.travel(limit=limit)
