@@ -130,10 +130,7 @@ class PublishEndpoint:
                 "unauthorized",
                 f"Missing or wrong {KEY_HEADER} header; send the server's publish key.",
             )
-        if request.content_type != MEDIA_TYPE or (request.charset or "utf-8").lower() not in (
-            "utf-8",
-            "utf8",
-        ):
+        if not _is_json(request):
             raise PublishError(
                 415,
                 "unsupported_media_type",
@@ -165,6 +162,11 @@ class PublishEndpoint:
             status=201,
             content_type="application/json",
         )
+
+
+def _is_json(request: web.Request) -> bool:
+    charset = (request.charset or "utf-8").lower()
+    return request.content_type == MEDIA_TYPE and charset in ("utf-8", "utf8")
 
 
 def _raw_header(request: web.Request, name: str) -> bytes:
