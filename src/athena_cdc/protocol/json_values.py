@@ -89,8 +89,8 @@ def loads(data: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise JsonError("the text is not UTF-8") from None
     except RecursionError:
-        # The C scanner recurses once per level; orjson's limit (1024) is higher
-        # than what fits under Python's recursion limit.
+        # The standard library's scanner recurses once per level and stops, cleanly,
+        # at Python's recursion limit (about 1,000 levels).
         raise JsonError(_too_deep()) from None
     except ValueError as exc:  # json.JSONDecodeError, or one of ours below
         raise JsonError(str(exc)) from None
@@ -105,13 +105,6 @@ def dumps(value: Any) -> bytes:
             raise JsonError(_too_deep()) from None
         # A lone surrogate (from a "\\ud800" escape) is not UTF-8 text.
         raise JsonError(str(exc)) from None
-
-
-def is_integer(value: object) -> bool:
-    """A JSON integer of any size (JSON true/false are not numbers here)."""
-    return isinstance(value, BigInteger) or (
-        isinstance(value, int) and not isinstance(value, bool)
-    )
 
 
 def _exact_int(text: str) -> int | BigInteger:
