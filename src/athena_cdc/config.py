@@ -139,6 +139,16 @@ def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "must be between 0 and 65535"
 
 
+def _publish_key_problem(key: str | None) -> str | None:
+    # An empty key must not quietly mean "no key": that would turn auth off.
+    if key == "":
+        return "must not be empty (leave it unset to publish without a key)"
+    # A header value cannot carry these, so no request could ever match the key.
+    if key is not None and (key != key.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in key)):
+        return "must not start or end with white space nor contain control characters"
+    return None
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
@@ -217,6 +227,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_str,
         "if set, POST /events requires the header X-Athena-Key with this value",
         metavar="KEY",
+        check=_publish_key_problem,
     ),
     Option(
         "slow_consumer_limit",

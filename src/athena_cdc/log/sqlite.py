@@ -52,8 +52,10 @@ from athena_cdc.log.epoch import (
 )
 from athena_cdc.log.memory import now_ms
 from athena_cdc.log.ring import ChannelRing, RingSet
+from athena_cdc.logging_limits import RateLimitedLog
 
 log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)  # a broken disk fails every request alike
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -358,7 +360,7 @@ class SqliteLog(EventLog):
                 results = await loop.run_in_executor(self._writer, self._write, work)
             except Exception as exc:
                 self._health = f"sqlite write failed: {exc}"
-                log.error("sqlite write failed, %d appends rejected: %s", len(work), exc)
+                failures.error("sqlite write failed, %d appends rejected: %s", len(work), exc)
                 for _, _, future in work:
                     if not future.done():
                         future.set_exception(StorageUnavailable(self._health))
@@ -452,7 +454,7 @@ class SqliteLog(EventLog):
         try:
             return await loop.run_in_executor(self._readers, read, *args)
         except sqlite3.Error as exc:
-            log.error("sqlite read failed: %s", exc)
+            failures.error("sqlite read failed: %s", exc)
             raise StorageUnavailable(f"sqlite read failed: {exc}") from exc
 
     def _get_position(self, source: str) -> str | None:

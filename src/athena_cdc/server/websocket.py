@@ -17,12 +17,14 @@ from aiohttp import WSMsgType, web
 from athena_cdc.hub.connection import Connection
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
+from athena_cdc.logging_limits import RateLimitedLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import messages as m
 from athena_cdc.protocol.handshake import CLIENT_HEADER, HandshakeRejected, client_name
 from athena_cdc.server.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)  # one bug, hit by every client, is one record a second
 
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -138,7 +140,7 @@ class WebSocketEndpoint:
             await self._act(conn, message)
         except Exception:
             # A bug must not cost the client its connection, nor its place in the stream.
-            log.exception("client %r: handling %r failed", conn.client_id, message)
+            failures.exception("client %r: handling %r failed", conn.client_id, message)
             self._error(conn, m.ProtocolError("internal_error", "The server failed to answer."))
 
     async def _act(self, conn: Connection, message: m.ClientMessage) -> None:
