@@ -78,7 +78,7 @@ class BodyTimeout(web.HTTPRequestTimeout, TimeoutError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            body=timeout_body("request body", seconds, "--body-timeout"),
+            text=timeout_body("request body", seconds, "--body-timeout").decode(),
             content_type="application/json",
         )
         self.force_close()
