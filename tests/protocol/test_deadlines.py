@@ -234,28 +234,32 @@ async def test_a_body_that_never_ends_gets_a_json_408_at_the_body_deadline(
     assert "body" in str(body["message"])
 
 
-async def test_requests_that_arrive_whole_are_not_cut_by_the_deadlines(
+async def test_whole_requests_and_websockets_are_not_cut_by_the_deadlines(
     server: AthenaServer,
 ) -> None:
-    """One keep-alive connection, used for longer than every deadline, requests and bodies."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        started = time.monotonic()
-        count = 0
-        while time.monotonic() - started < KEEPALIVE + 0.5:
-            async with session.post(
-                http_url(server, "/events"),
-                json={"organization_id": "kept", "payload": count},
-            ) as response:
-                assert response.status == 201
-            count += 1
-            await asyncio.sleep(0.25)
+    """One keep-alive connection used for longer than every deadline, and a silent WebSocket."""
+
+    async def keep_publishing() -> int:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            started = time.monotonic()
+            count = 0
+            while time.monotonic() - started < KEEPALIVE + 0.5:
+                async with session.post(
+                    http_url(server, "/events"),
+                    json={"organization_id": "kept", "payload": count},
+                ) as response:
+                    assert response.status == 201
+                count += 1
+                await asyncio.sleep(0.25)
+            return count
+
+    async def stay_silent() -> None:
+        async with client(server, "long") as ws:
+            await asyncio.sleep(KEEPALIVE + 0.5)
+            await ws.ping()
+
+    count, _ = await asyncio.gather(keep_publishing(), stay_silent())
     assert count >= 8
-
-
-async def test_a_websocket_outlives_the_http_deadlines(server: AthenaServer) -> None:
-    async with client(server, "long") as ws:
-        await asyncio.sleep(KEEPALIVE + 0.5)  # silent for longer than every deadline
-        await ws.ping()
 
 
 @pytest.fixture(scope="module")
