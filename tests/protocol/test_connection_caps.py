@@ -115,7 +115,7 @@ async def test_caps_apply_to_the_peer_address_not_to_the_client_name() -> None:
 # -- out of file descriptors ------------------------------------------------------------
 
 OPEN_FILES = 64  # the server process's limit: about 40 descriptors left for sockets
-IDLE_SOCKETS = 150
+IDLE_SOCKETS = 100
 
 
 def cpu_seconds(pid: int) -> float:
@@ -173,27 +173,36 @@ def test_out_of_file_descriptors_the_server_recovers_without_spinning_or_log_spa
         while not health_ok(port):
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.05)
-        for _ in range(IDLE_SOCKETS):
-            idle.append(socket.create_connection(("127.0.0.1", port)))
+        idle += [socket.create_connection(("127.0.0.1", port)) for _ in range(IDLE_SOCKETS)]
         cpu_before, started = cpu_seconds(proc.pid), time.monotonic()
         # The idle peers are closed at the header deadline; /health comes back.
         while not health_ok(port):
-            assert time.monotonic() - started < 10, "/health did not come back"
+            assert time.monotonic() - started < 20, "/health did not come back"
             time.sleep(0.1)
         recovered = time.monotonic() - started
         time.sleep(max(0.0, 3.0 - recovered))
         cpu = cpu_seconds(proc.pid) - cpu_before
         elapsed = time.monotonic() - started
+        # Out of descriptors again, and asked to stop right then.
+        idle += [socket.create_connection(("127.0.0.1", port)) for _ in range(IDLE_SOCKETS)]
+        time.sleep(0.5)
+        stopping = time.monotonic()
+        proc.terminate()
+        proc.wait(15)
+        stopped = time.monotonic() - stopping
     finally:
         for sock in idle:
             sock.close()
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     log = log_path.read_text()
     print(
-        f"uvloop={uvloop}: /health back after {recovered:.2f} s; {cpu:.2f} s CPU in {elapsed:.2f} s"
+        f"uvloop={uvloop}: /health back after {recovered:.2f} s, {cpu:.2f} s CPU in "
+        f"{elapsed:.2f} s, stopped in {stopped:.2f} s"
     )
     assert "Traceback" not in log, log
-    assert log.count("out of file descriptors") <= 1, log
+    assert log.count("out of file descriptors") <= 2, log
     # No busy loop: a spinning accept would burn a whole core.
-    assert cpu < 0.8 * elapsed, f"{cpu:.2f} s of CPU in {elapsed:.2f} s"
+    assert cpu < 0.5 * elapsed, f"{cpu:.2f} s of CPU in {elapsed:.2f} s"
+    assert stopped < 5.0

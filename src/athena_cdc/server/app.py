@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -96,7 +95,6 @@ class AthenaServer:
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._restore_exception_handler: Callable[[], None] | None = None
         self.port = settings.port
 
     def _build_app(self) -> web.Application:
@@ -127,7 +125,7 @@ class AthenaServer:
         self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
         self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
-        self._restore_exception_handler = quiet_accept_errors(asyncio.get_running_loop())
+        quiet_accept_errors(asyncio.get_running_loop())
         self._runner = JsonErrorAppRunner(
             self._build_app(),
             deadlines=self.deadlines,
@@ -196,8 +194,6 @@ class AthenaServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.log.close()
-        if self._restore_exception_handler is not None:
-            self._restore_exception_handler()
         log.info("stopped")
 
 

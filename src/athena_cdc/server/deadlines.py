@@ -36,6 +36,8 @@ from aiohttp import web
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from athena_cdc.server.limits import start_serving
+
 
 @dataclass(frozen=True)
 class Deadlines:
@@ -119,15 +121,16 @@ class DeadlineRequestHandler(RequestHandler):
                 self._start_header_timer()
         parsed_before = self._request_count
         super().data_received(data)
-        if self._request_count == parsed_before or not self._messages:
+        if self._request_count == parsed_before:
             return
         self._cancel_header_timer()
         self._request_begun = False
         # Only the last request parsed can still be waiting for its body: the parser
         # reads requests one after another.
-        _, payload = self._messages[-1]
-        if not payload.is_eof() and not self._upgraded:
-            self._start_body_timer(payload)
+        if self._messages and not self._upgraded:
+            _, payload = self._messages[-1]
+            if not payload.is_eof():
+                self._start_body_timer(payload)
 
     # -- headers ------------------------------------------------------------------------
 
@@ -191,7 +194,8 @@ class DeadlineTCPSite(web.TCPSite):
     ``TCPSite.start`` does not pass ``ssl_handshake_timeout`` to
     ``loop.create_server``, so a peer that connects and never sends a ClientHello
     would hold its socket for asyncio's default of 60 s. This is ``TCPSite.start``
-    with that one argument added (asyncio and uvloop both honour it).
+    with that one argument added (asyncio and uvloop both honour it), and with the
+    accept back-off of :func:`athena_cdc.server.limits.start_serving`.
     """
 
     __slots__ = ("_tls_handshake_timeout",)
@@ -214,6 +218,8 @@ class DeadlineTCPSite(web.TCPSite):
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
+            start_serving=False,
         )
+        await start_serving(self._server)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
