@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from athena_cdc.cli import build_parser
+from athena_cdc.config import ConfigError, Settings, load_settings
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import Client, client, get, raw_request
 from tests.support.servers import free_port, running_server
@@ -206,3 +208,33 @@ def test_out_of_file_descriptors_the_server_recovers_without_spinning_or_log_spa
     # No busy loop: a spinning accept would burn a whole core.
     assert cpu < 0.5 * elapsed, f"{cpu:.2f} s of CPU in {elapsed:.2f} s"
     assert stopped < 5.0
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_the_bounds_have_safe_defaults_and_come_from_flag_environment_or_file(
+    tmp_path: Path,
+) -> None:
+    def settings(argv: list[str], env: dict[str, str] | None = None) -> Settings:
+        return load_settings(build_parser().parse_args(["serve", *argv]), env or {})
+
+    s = settings([])
+    assert (s.header_timeout, s.body_timeout, s.keepalive_timeout) == (10.0, 30.0, 75.0)
+    assert (s.tls_handshake_timeout, s.max_connections, s.max_connections_per_ip) == (
+        10.0,
+        100_000,
+        1_000,
+    )
+    config = tmp_path / "athena.toml"
+    config.write_text('body-timeout = "2m"\nmax-connections = 50\n')
+    s = settings(
+        ["--config", str(config), "--header-timeout", "500ms"],
+        {"ATHENA_CDC_MAX_CONNECTIONS_PER_IP": "0", "ATHENA_CDC_TLS_HANDSHAKE_TIMEOUT": "3s"},
+    )
+    assert (s.header_timeout, s.body_timeout, s.tls_handshake_timeout) == (0.5, 120.0, 3.0)
+    assert (s.max_connections, s.max_connections_per_ip) == (50, 0)
+    with pytest.raises(ConfigError, match="--keepalive-timeout: must be positive"):
+        settings(["--keepalive-timeout", "0"])
+    with pytest.raises(ConfigError, match="--max-connections-per-ip: must be at least 0"):
+        settings(["--max-connections-per-ip", "-1"])
