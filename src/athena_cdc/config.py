@@ -347,6 +347,56 @@ OPTIONS: tuple[Option, ...] = (
         group="log",
         metavar="{refuse,new-epoch}",
     ),
+    # -- deadlines and connection caps (see athena_cdc.server.deadlines / .limits) --
+    Option(
+        "header_timeout",
+        10.0,
+        parse_duration,
+        "request line and headers must arrive within this (408 JSON, then close)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "body_timeout",
+        30.0,
+        parse_duration,
+        "a request body must arrive within this once the headers are in (408 JSON)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "keepalive_timeout",
+        75.0,
+        parse_duration,
+        "an idle keep-alive HTTP connection is closed after this",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "tls_handshake_timeout",
+        10.0,
+        parse_duration,
+        "the TLS handshake must complete within this (with --tls-cert)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "max_connections",
+        100_000,
+        parse_int,
+        "WebSocket connections the server holds; beyond, upgrades get 503 (0: no limit)",
+        metavar="N",
+        check=_at_least(0),
+    ),
+    Option(
+        "max_connections_per_ip",
+        1_000,
+        parse_int,
+        "WebSocket connections from one client address; beyond, upgrades get 429 "
+        "(0: no limit; behind a proxy all clients share its address)",
+        metavar="N",
+        check=_at_least(0),
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -380,6 +430,12 @@ class Settings:
     default_channel: str | None = None
     pg_unroutable: str = "refuse"
     on_damage: str = "refuse"
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    tls_handshake_timeout: float = 10.0
+    max_connections: int = 100_000
+    max_connections_per_ip: int = 1_000
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
