@@ -238,7 +238,7 @@ OPTIONS: tuple[Option, ...] = (
         "ping_interval",
         30.0,
         parse_duration,
-        "WebSocket ping interval; a peer that does not answer is dropped",
+        "ping a WebSocket peer from which nothing has arrived for this long",
         metavar="DURATION",
         check=lambda v: None if v > 0 else "must be positive",
     ),
@@ -316,6 +316,15 @@ OPTIONS: tuple[Option, ...] = (
         group="postgres",
         metavar="CHANNEL",
     ),
+    Option(
+        "ping_timeout",
+        45.0,
+        parse_duration,
+        "drop a WebSocket peer from which nothing (no pong, no message) has arrived for "
+        "this long",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -347,6 +356,7 @@ class Settings:
     pg_tables: list[str] = field(default_factory=list)
     route_column: str = "organization_id"
     default_channel: str | None = None
+    ping_timeout: float = 45.0
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
