@@ -33,9 +33,10 @@ case as raw bytes and checks the close frame.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WebSocketError, web
+from aiohttp import WebSocketError, WSCloseCode, web
 
 PROTOCOL_ERROR = 1002
 FRAMES_PER_SLICE = 256
@@ -203,6 +204,9 @@ class GuardedWebSocketResponse(web.WebSocketResponse):
     """A ``WebSocketResponse`` whose incoming frames pass a :class:`FrameGuard` first."""
 
     guard: FrameGuard | None = None
+    # Called before any close frame goes out, whoever closes (aiohttp on a protocol
+    # error, the server): replies already queued for the client go out first.
+    before_close: Callable[[], None] | None = None
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
         handler: Any = request.protocol
@@ -215,3 +219,10 @@ class GuardedWebSocketResponse(web.WebSocketResponse):
         self.guard = guard
         if early and guard.feed_data(early)[0]:
             handler.close()
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if self.before_close is not None and not self.closed:
+            self.before_close()
+        return await super().close(code=code, message=message, drain=drain)

@@ -103,6 +103,20 @@ class WebSocketEndpoint:
         )
         if not ws.can_prepare(request).ok:
             self.metrics.rejected_upgrades.inc()
+            if request.headers.get("Upgrade", "").strip().lower() == "websocket":
+                # An upgrade, but a broken one (no 'Connection: Upgrade', a key that is
+                # not 16 bytes of base64, ...): aiohttp would answer in plain text.
+                return web.json_response(
+                    {
+                        "error": "Invalid WebSocket upgrade",
+                        "message": "The upgrade request is not a valid WebSocket opening "
+                        "handshake (RFC 6455 section 4.1).",
+                        "hint": "Send 'Connection: Upgrade' and a 'Sec-WebSocket-Key' of 16 "
+                        "random bytes in base64, as any WebSocket client does.",
+                    },
+                    status=400,
+                    dumps=_dumps,
+                )
             return web.json_response(
                 {
                     "error": "WebSocket upgrade required",
@@ -124,6 +138,7 @@ class WebSocketEndpoint:
             ws=ws,
             drain=writer.drain,
         )
+        ws.before_close = conn.flush
         guard = ws.guard
         assert guard is not None
         keepalive = KeepAlive(
@@ -201,7 +216,7 @@ class WebSocketEndpoint:
             if error.code == "invalid_json" and not _is_utf8(data):
                 # RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
                 # (orjson refused it while parsing: the check costs nothing on valid text.)
-                conn.flush()  # replies already queued go out before the close frame
+                conn.flush()  # replies already queued go out first
                 conn.close(INVALID_TEXT_CODE, "text message is not valid UTF-8")
                 return
             self._error(conn, error)
