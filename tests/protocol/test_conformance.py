@@ -12,6 +12,7 @@ import json
 import struct
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -480,7 +481,7 @@ async def test_peer_that_sends_messages_is_kept_without_answering_pings() -> Non
 
 
 async def _live_latencies(
-    server: AthenaServer, receiver: Client, until: asyncio.Future[object]
+    server: AthenaServer, receiver: Client, until: asyncio.Future[Any]
 ) -> tuple[list[float], list[float]]:
     """Append an event to channel ``live`` every 5 ms until ``until`` is done. For each,
     in milliseconds until its arrival at ``receiver``: the wall-clock time since it was
