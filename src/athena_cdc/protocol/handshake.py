@@ -101,3 +101,25 @@ def unsupported_websocket_version(headers: Mapping[str, str]) -> str | None:
         return None
     version = headers.get("Sec-WebSocket-Version", "").strip()
     return None if version == WEBSOCKET_VERSION else version
+
+
+# The headers of the opening handshake (RFC 6455 §4.1) that aiohttp reads: all ASCII
+# tokens or base64. aiohttp keeps other bytes as lone surrogates, then fails on them
+# with a 500 (decoding the key, or echoing a value into its plain-text 400).
+HANDSHAKE_HEADERS = (
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+)
+
+
+def handshake_header_problem(headers: Mapping[str, str]) -> str | None:
+    """Which handshake header has a value that is not printable ASCII, if any."""
+    for name in HANDSHAKE_HEADERS:
+        value = headers.get(name)
+        if value is not None and not (value.isascii() and value.isprintable()):
+            return f"The {name} header must be printable ASCII."
+    return None

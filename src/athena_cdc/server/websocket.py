@@ -25,6 +25,7 @@ from athena_cdc.protocol.handshake import (
     WEBSOCKET_VERSION,
     HandshakeRejected,
     client_name,
+    handshake_header_problem,
     unsupported_websocket_version,
 )
 from athena_cdc.server.frame_guard import GuardedWebSocketResponse
@@ -76,6 +77,10 @@ class WebSocketEndpoint:
                 headers={"Sec-WebSocket-Version": WEBSOCKET_VERSION},
                 dumps=_dumps,
             )
+        problem = handshake_header_problem(request.headers)
+        if problem is not None:
+            self.metrics.rejected_upgrades.inc()
+            return _invalid_upgrade(problem)
         try:
             name = client_name(request.headers.get(CLIENT_HEADER), request.rel_url.raw_query_string)
         except HandshakeRejected as rejected:
@@ -101,21 +106,18 @@ class WebSocketEndpoint:
             # Text stays bytes: orjson checks UTF-8 as it parses (see _on_text).
             decode_text=False,
         )
-        if not ws.can_prepare(request).ok:
+        try:
+            ready = ws.can_prepare(request).ok
+        except ValueError:  # aiohttp failing on a value it did not expect (was a 500)
+            ready = False
+        if not ready:
             self.metrics.rejected_upgrades.inc()
             if request.headers.get("Upgrade", "").strip().lower() == "websocket":
                 # An upgrade, but a broken one (no 'Connection: Upgrade', a key that is
                 # not 16 bytes of base64, ...): aiohttp would answer in plain text.
-                return web.json_response(
-                    {
-                        "error": "Invalid WebSocket upgrade",
-                        "message": "The upgrade request is not a valid WebSocket opening "
-                        "handshake (RFC 6455 section 4.1).",
-                        "hint": "Send 'Connection: Upgrade' and a 'Sec-WebSocket-Key' of 16 "
-                        "random bytes in base64, as any WebSocket client does.",
-                    },
-                    status=400,
-                    dumps=_dumps,
+                return _invalid_upgrade(
+                    "The upgrade request is not a valid WebSocket opening handshake "
+                    "(RFC 6455 section 4.1)."
                 )
             return web.json_response(
                 {
@@ -285,6 +287,19 @@ class WebSocketEndpoint:
 
 def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
+
+
+def _invalid_upgrade(message: str) -> web.Response:
+    return web.json_response(
+        {
+            "error": "Invalid WebSocket upgrade",
+            "message": message,
+            "hint": "Send 'Connection: Upgrade' and a 'Sec-WebSocket-Key' of 16 random bytes "
+            "in base64, as any WebSocket client does.",
+        },
+        status=400,
+        dumps=_dumps,
+    )
 
 
 def _is_utf8(data: bytes | str) -> bool:
