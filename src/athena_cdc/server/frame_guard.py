@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import WebSocketError, WSCloseCode, web
 
 PROTOCOL_ERROR = 1002
-FRAMES_PER_SLICE = 256
+FRAMES_PER_SLICE = 64
 
 # RFC 6455 §7.4: codes a peer may send. 1004 is reserved, 1005, 1006 and 1015 must never
 # be sent; 1012-1014 are registered with IANA since; 3000-4999 belong to libraries and

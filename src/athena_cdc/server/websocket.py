@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 INVALID_TEXT_CODE = 1007  # RFC 6455: a text message that is not UTF-8
-YIELD_EVERY_MESSAGES = 32  # messages read from one client between turns of the event loop
+YIELD_EVERY_MESSAGES = 16  # messages read from one client between turns of the event loop
 _CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
 
 
