@@ -45,7 +45,6 @@ FRAMES_PER_SLICE = 64
 # be sent; 1012-1014 are registered with IANA since; 3000-4999 belong to libraries and
 # applications. Everything else is a protocol error.
 _VALID_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015)))
-_CONTROL_OPCODES_MIN = 0x8
 _CLOSE_OPCODE = 0x8
 
 
@@ -97,12 +96,18 @@ class FrameGuard:
         return self._feed(data, 0), b""
 
     def feed_eof(self) -> None:
+        # The peer has finished sending: what waits for a slice is read now, at once,
+        # as aiohttp reads what its reader holds, so nothing the peer sent is lost.
+        if self._backlog and not self._failed:
+            data, start = self._backlog, self._backlog_at
+            self._backlog, self._backlog_at = b"", 0
+            self._feed(data, start, budget=len(data))
         self._backlog = b""
         self._reader.feed_eof()
 
     # -- walking frame headers -----------------------------------------------------------
-    def _feed(self, data: bytes, start: int) -> bool:
-        """Check and forward up to one slice of ``data[start:]``; True when failed."""
+    def _feed(self, data: bytes, start: int, budget: int = FRAMES_PER_SLICE) -> bool:
+        """Check and forward up to ``budget`` frames of ``data[start:]``; True when failed."""
         if self._held:
             data, start, self._held = self._held + data[start:], 0, b""
         end = len(data)
@@ -120,7 +125,7 @@ class FrameGuard:
             available = end - pos
             if not available:
                 break
-            if frames == FRAMES_PER_SLICE:
+            if frames == budget:
                 sliced = True
                 break
             if available < 2:
