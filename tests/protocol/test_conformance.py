@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from athena_cdc.cli import build_parser
+from athena_cdc.config import ConfigError, Settings, load_settings
 from athena_cdc.log.base import NewEvent
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import (
@@ -188,6 +190,12 @@ async def test_empty_close_payload_gets_a_normal_close(memory_server: AthenaServ
         raw.close()
 
 
+async def test_close_reason_that_is_not_utf8_is_answered_with_1007(
+    memory_server: AthenaServer,
+) -> None:
+    await expect_close(memory_server, frame(OP_CLOSE, close_payload(1000, b"\xff")), 1007)
+
+
 async def test_frames_before_the_bad_one_are_answered_first(memory_server: AthenaServer) -> None:
     raw = await connect(memory_server)
     try:
@@ -286,6 +294,27 @@ async def test_frames_split_byte_by_byte_are_read_whole(memory_server: AthenaSer
         replies = [await asyncio.wait_for(read_frame(raw.reader), 5) for _ in range(2)]
         assert (OP_TEXT, b'{"status":"pong"}') in replies
         assert (OP_PONG, b"hi") in replies
+    finally:
+        raw.close()
+
+
+async def test_fragmented_message_with_a_ping_in_between_is_read(
+    memory_server: AthenaServer,
+) -> None:
+    data = (
+        frame(OP_TEXT, b'{"type":', fin=False)
+        + frame(OP_PING, b"between")
+        + frame(OP_CONT, b'"pi', fin=False)
+        + frame(OP_CONT, b'ng"}')
+    )
+    raw = await connect(memory_server)
+    try:
+        raw.writer.write(data)
+        assert await asyncio.wait_for(read_frame(raw.reader), 5) == (OP_PONG, b"between")
+        assert await asyncio.wait_for(read_frame(raw.reader), 5) == (
+            OP_TEXT,
+            b'{"status":"pong"}',
+        )
     finally:
         raw.close()
 
@@ -476,6 +505,17 @@ async def test_peer_that_sends_messages_is_kept_without_answering_pings() -> Non
             assert len(srv.hub.connections) == 1
         finally:
             peer.close()
+
+
+def test_ping_timeout_option_defaults_to_45_s_and_must_be_positive() -> None:
+    def settings(argv: list[str], env: dict[str, str]) -> Settings:
+        return load_settings(build_parser().parse_args(["serve", *argv]), env)
+
+    assert settings([], {}).ping_timeout == 45.0
+    assert settings(["--ping-timeout", "90s"], {}).ping_timeout == 90.0
+    assert settings([], {"ATHENA_CDC_PING_TIMEOUT": "2m"}).ping_timeout == 120.0
+    with pytest.raises(ConfigError, match="--ping-timeout"):
+        settings(["--ping-timeout", "0"], {})
 
 
 # -- a ping flood does not stall other clients ------------------------------------------
