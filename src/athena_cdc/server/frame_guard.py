@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp._websocket.writer import WebSocketWriter
+from aiohttp.web_protocol import RequestHandler
 
 PROTOCOL_ERROR = 1002
 FRAMES_PER_SLICE = 64
@@ -70,10 +72,12 @@ class FrameGuard:
         "last_heard",
     )
 
-    def __init__(self, reader: Any, queue: Any, handler: Any) -> None:
-        self._reader = reader  # aiohttp's WebSocketReader
-        self._queue = queue  # its WebSocketDataQueue: where the reader's errors go
-        self._handler = handler  # the connection's RequestHandler (flow control)
+    def __init__(
+        self, reader: WebSocketReader, queue: WebSocketDataQueue, handler: RequestHandler
+    ) -> None:
+        self._reader = reader
+        self._queue = queue  # where the reader's errors go
+        self._handler = handler  # the connection's protocol: flow control
         self._loop = asyncio.get_running_loop()
         self.last_heard = self._loop.time()
         self._held = b""  # the start of a frame header not yet complete
@@ -213,12 +217,15 @@ class GuardedWebSocketResponse(web.WebSocketResponse):
     # error, the server): replies already queued for the client go out first.
     before_close: Callable[[], None] | None = None
 
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        handler: Any = request.protocol
+    def _post_start(
+        self, request: web.BaseRequest, protocol: str | None, writer: WebSocketWriter
+    ) -> None:
+        handler = request.protocol
         # Bytes that came with the upgrade request would go straight to the reader.
-        early: bytes = handler._message_tail
+        early = handler._message_tail
         handler._message_tail = b""
         super()._post_start(request, protocol, writer)
+        assert self._reader is not None
         guard = FrameGuard(handler._payload_parser, self._reader, handler)
         handler._payload_parser = guard
         self.guard = guard
