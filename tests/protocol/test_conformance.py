@@ -13,6 +13,7 @@ import json
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from tests.support.servers import running_server
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PING_MESSAGE = masked_frame(OP_TEXT, b'{"type":"ping"}')
 MASK = b"\x37\xfa\x21\x3d"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def frame(
@@ -604,6 +606,7 @@ async def _live_latency_moved_by_a_ping_flood() -> tuple[float, float]:
             "300000",
             "4",
             stdout=asyncio.subprocess.PIPE,
+            cwd=REPO_ROOT,  # where "tests" is a package
         )
         flood_output = asyncio.ensure_future(flood.communicate())
         flood_wall, flood_cpu = await _live_latencies(srv, receiver, flood_output)
