@@ -249,7 +249,7 @@ OPTIONS: tuple[Option, ...] = (
         "ping_interval",
         30.0,
         parse_duration,
-        "WebSocket ping interval; a peer that does not answer is dropped",
+        "ping a WebSocket peer from which nothing has arrived for this long",
         metavar="DURATION",
         check=lambda v: None if v > 0 else "must be positive",
     ),
@@ -397,6 +397,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         check=_at_least(0),
     ),
+    Option(
+        "ping_timeout",
+        45.0,
+        parse_duration,
+        "drop a WebSocket peer from which nothing (no pong, no message) has arrived for "
+        "this long",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -436,6 +445,7 @@ class Settings:
     tls_handshake_timeout: float = 10.0
     max_connections: int = 100_000
     max_connections_per_ip: int = 1_000
+    ping_timeout: float = 45.0
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

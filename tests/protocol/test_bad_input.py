@@ -16,10 +16,7 @@ from tests.protocol._support import (
     Client,
     client,
     event,
-    masked_frame,
     publish,
-    raw_request,
-    read_frame,
 )
 from tests.support.servers import running_server
 
@@ -146,23 +143,6 @@ async def test_binary_frame_is_invalid_message(memory_server: AthenaServer) -> N
         await c.send_raw(b'{"type":"ping"}')
         assert_error(await c.recv(), "invalid_message")
         await still_works(memory_server, c)
-
-
-async def test_text_frame_that_is_not_utf8_is_invalid_json(memory_server: AthenaServer) -> None:
-    raw = await raw_request(memory_server.port, "/ws", b"X-Athena-Client: a\r\n")
-    try:
-        assert raw.status == 101
-        opcode, hello = await read_frame(raw.reader)
-        assert json.loads(hello)["status"] == "subscribed"
-        raw.writer.write(masked_frame(0x1, b'{"type":"\xff\xfe"}'))
-        raw.writer.write(masked_frame(0x1, b'{"type":"ping"}'))
-        opcode, reply = await asyncio.wait_for(read_frame(raw.reader), 5)
-        assert opcode == 1, (opcode, reply)
-        assert_error(json.loads(reply), "invalid_json")
-        opcode, reply = await asyncio.wait_for(read_frame(raw.reader), 5)
-        assert (opcode, json.loads(reply)) == (1, {"status": "pong"})
-    finally:
-        raw.close()
 
 
 async def test_several_errors_in_a_row_each_get_an_answer(memory_server: AthenaServer) -> None:

@@ -85,6 +85,7 @@ class AthenaServer:
             self.metrics,
             slow_consumer_limit=settings.slow_consumer_limit,
             ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             rate_limit=settings.client_rate_limit,
         )
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
