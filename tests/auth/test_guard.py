@@ -38,7 +38,7 @@ def refused(status: int, error: str) -> Iterator[None]:
 def test_with_auth_off_everything_is_allowed_and_nothing_expires() -> None:
     open_guard = Guard()
     assert open_guard.upgrade({}, None, "any") is OPEN_GRANT
-    open_guard.publish({}, ["any"])
+    open_guard.check_publish(open_guard.publisher({}), ["any"])
     open_guard.ops({})
     assert not open_guard.enabled
 
@@ -57,25 +57,25 @@ def test_upgrade_needs_a_valid_token_covering_the_clients_own_channel() -> None:
 
 def test_a_publish_is_all_or_nothing_over_the_batchs_channels() -> None:
     g = guard()
-    headers = bearer(token(publish=["org_4*"]))
-    g.publish(headers, ["org_42", "org_43"])
+    allowed = g.publisher(bearer(token(publish=["org_4*"])))
+    g.check_publish(allowed, ["org_42", "org_43"])
     with refused(403, "forbidden"):
-        g.publish(headers, ["org_42", "other"])
+        g.check_publish(allowed, ["org_42", "other"])
     with refused(401, "unauthorized"):
-        g.publish({}, ["org_42"])
-    with refused(403, "forbidden"):
-        g.publish(bearer(token(channels=["*"])), ["org_42"])  # read is not publish
+        g.publisher({})
+    with refused(403, "forbidden"):  # read is not publish
+        g.check_publish(g.publisher(bearer(token(channels=["*"]))), ["org_42"])
 
 
 def test_the_publish_key_still_admits_trusted_producers() -> None:
     g = guard(publish_key="trusted")
-    g.publish({"X-Athena-Key": "trusted"}, ["anything"])
+    g.check_publish(g.publisher({"X-Athena-Key": "trusted"}), ["anything"])
     with refused(401, "unauthorized"):
-        g.publish({"X-Athena-Key": "wrong"}, ["anything"])
+        g.publisher({"X-Athena-Key": "wrong"})
     keyed = Guard(publish_key="trusted")  # auth off, key on: the key is required
-    keyed.publish({"X-Athena-Key": "trusted"}, ["x"])
+    keyed.check_publish(keyed.publisher({"X-Athena-Key": "trusted"}), ["x"])
     with refused(401, "unauthorized"):
-        keyed.publish({"X-Athena-Key": "\udcff\udcfe"}, ["x"])
+        keyed.publisher({"X-Athena-Key": "\udcff\udcfe"})
 
 
 def test_ops_pages_need_an_admin_token_or_the_ops_key_when_protected() -> None:

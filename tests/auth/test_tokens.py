@@ -26,7 +26,7 @@ SECRET = "s" * 40
 
 
 def claims(**extra: Any) -> dict[str, Any]:
-    return {"exp": int(time.time()) + 60, "channels": ["org_42"], **extra}
+    return {"exp": int(time.time()) + 3600, "channels": ["org_42"], **extra}
 
 
 def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
@@ -123,9 +123,14 @@ def test_audience_and_issuer_are_checked_when_configured() -> None:
         verifier.verify(hs256(claims(aud="athena", iss="https://evil")))
 
 
-def test_leeway_accepts_a_token_just_expired_and_is_capped_at_30_seconds() -> None:
-    token = hs256(claims(exp=int(time.time()) - 5))
-    assert TokenVerifier(secret=SECRET, leeway=10).verify(token)
+def test_leeway_forgives_an_issuer_clock_ahead_but_never_an_expired_token() -> None:
+    verifier = TokenVerifier(secret=SECRET, leeway=10)
+    assert verifier.verify(hs256(claims(nbf=int(time.time()) + 5)))
+    with pytest.raises(TokenRejected, match="expired"):
+        verifier.verify(hs256(claims(exp=int(time.time()) - 2)))
+
+
+def test_leeway_is_capped_at_30_seconds() -> None:
     with pytest.raises(AuthConfigError, match="leeway"):
         TokenVerifier(secret=SECRET, leeway=31)
 

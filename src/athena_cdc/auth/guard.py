@@ -11,10 +11,25 @@ token — never per delivered event.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from athena_cdc.auth.tokens import OPEN_GRANT, Grant, TokenRejected, TokenVerifier, bearer_token
+from athena_cdc.auth.permissions import EVERYTHING, ChannelPatterns
+from athena_cdc.auth.tokens import (
+    OPEN_GRANT,
+    AuthConfigError,
+    Grant,
+    TokenRejected,
+    TokenVerifier,
+    bearer_token,
+)
+
+if TYPE_CHECKING:
+    from athena_cdc.config import Settings
+
+log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Athena-Key"
 
@@ -55,6 +70,36 @@ class Guard:
         self.protect_ops = protect_ops
         self.ops_key = ops_key
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Guard:
+        """The guard the settings describe; :class:`AuthConfigError` if a key is unusable."""
+        verifier = None
+        if settings.jwt_secret or settings.jwt_public_key or settings.jwks:
+            verifier = TokenVerifier(
+                secret=settings.jwt_secret,
+                public_key_file=settings.jwt_public_key,
+                jwks_file=settings.jwks,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway=settings.jwt_leeway,
+            )
+        return cls(
+            verifier,
+            publish_key=settings.publish_key,
+            allowed_origins=settings.allowed_origins,
+            protect_ops=settings.protect_ops,
+            ops_key=settings.ops_key,
+        )
+
+    def reload(self) -> None:
+        """Re-read the JWKS (SIGHUP); a file that cannot be used keeps the keys in force."""
+        if self.verifier is None:
+            return
+        try:
+            self.verifier.reload()
+        except AuthConfigError as exc:
+            log.error("keeping the keys in force: %s", exc)
+
     @property
     def enabled(self) -> bool:
         """Whether tokens are required to read (a JWT key is configured)."""
@@ -85,27 +130,31 @@ class Guard:
             raise forbidden(f"Origin {origin[:200]!r} is not in --allowed-origins.")
 
     # -- HTTP ------------------------------------------------------------------------
-    def publish(self, headers: Mapping[str, str], channels: Iterable[str]) -> None:
-        """Allow a publish to every one of ``channels``, or raise :class:`Refused`.
+    def publisher(self, headers: Mapping[str, str]) -> ChannelPatterns:
+        """The channels this request may publish to, or raise :class:`Refused` (401).
 
-        A trusted producer's ``X-Athena-Key`` (``--publish-key``) allows any channel;
-        otherwise, with auth on, the bearer token's ``publish`` patterns must cover
-        every channel of the batch (all or nothing).
+        Checked before the body is read. A trusted producer's ``X-Athena-Key``
+        (``--publish-key``) may publish anywhere; otherwise, with auth on, the bearer
+        token's ``publish`` patterns; with neither configured, anyone anywhere.
         """
         if self.publish_key is not None and _same(headers.get(KEY_HEADER), self.publish_key):
-            return
+            return EVERYTHING
         if self.verifier is None:
             if self.publish_key is None:
-                return
+                return EVERYTHING
             raise unauthorized(
                 f"Missing or wrong {KEY_HEADER} header; send the server's publish key."
             )
         token = bearer_token(headers.get("Authorization"))
-        if token is None and self.publish_key is not None and headers.get(KEY_HEADER):
+        if token is None and headers.get(KEY_HEADER) is not None:
             raise unauthorized(f"Wrong {KEY_HEADER} header.")
-        grant = self._verify(token)
+        return self._verify(token).publish
+
+    @staticmethod
+    def check_publish(allowed: ChannelPatterns, channels: Iterable[str]) -> None:
+        """All or nothing: every channel of a batch must be allowed (403 otherwise)."""
         for channel in channels:
-            if not grant.publish.covers(channel):
+            if not allowed.covers(channel):
                 raise forbidden(f"The token does not allow publishing to {channel!r}.")
 
     def ops(self, headers: Mapping[str, str]) -> None:

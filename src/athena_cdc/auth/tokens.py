@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,13 @@ class TokenVerifier:
             raise TokenRejected("token signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"malformed token: {exc}") from None
-        return _grant(claims)
+        grant = _grant(claims)
+        # The leeway forgives an issuer whose clock runs ahead (nbf, iat); expiry is
+        # exact, so that a connection is closed when its token expires and a token
+        # accepted now is not closed at once.
+        if grant.expires_at_ms <= time.time() * 1000:
+            raise TokenRejected("token expired")
+        return grant
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
         if self._single is not None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from athena_cdc.auth.guard import Guard
 from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
@@ -75,6 +77,7 @@ class AthenaServer:
         self.metrics = Metrics()
         self.log = make_log(settings)
         self.hub = Hub(self.metrics)
+        self.guard = Guard.from_settings(settings)
         self.sources: list[Source] = []
         self.websocket = WebSocketEndpoint(
             self.log,
@@ -83,6 +86,7 @@ class AthenaServer:
             slow_consumer_limit=settings.slow_consumer_limit,
             ping_interval=settings.ping_interval,
             rate_limit=settings.client_rate_limit,
+            guard=self.guard,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -92,8 +96,8 @@ class AthenaServer:
         checks: dict[str, HealthCheck] = {"log": self.log.health}
         for source in self.sources:
             checks[source.name] = source.health
-        ops = OpsEndpoints(self.metrics, checks)
-        publish = PublishEndpoint(self.log, self.metrics, self.settings.publish_key)
+        ops = OpsEndpoints(self.metrics, checks, self.guard)
+        publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
         app = web.Application(client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES)
@@ -189,7 +193,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then drain."""
     server = AthenaServer(settings)
     await server.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, server.guard.reload)  # rotate JWKS keys
     try:
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         await server.stop()

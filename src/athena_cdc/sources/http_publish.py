@@ -7,7 +7,6 @@ appended atomically. The 201 answer is sent only once the events are durable.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Callable
@@ -16,13 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from athena_cdc.auth.guard import Guard, Refused
 from athena_cdc.log.base import EventLog, NewEvent, StorageUnavailable
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol.messages import channel_problem
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 10_000
-KEY_HEADER = "X-Athena-Key"
 
 
 class PublishError(Exception):
@@ -114,10 +113,10 @@ def parse_events(body: bytes) -> list[NewEvent]:
 
 
 class PublishEndpoint:
-    def __init__(self, event_log: EventLog, metrics: Metrics, publish_key: str | None) -> None:
+    def __init__(self, event_log: EventLog, metrics: Metrics, guard: Guard) -> None:
         self.log = event_log
         self.metrics = metrics
-        self.publish_key = publish_key
+        self.guard = guard
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -128,14 +127,10 @@ class PublishEndpoint:
         return response
 
     async def _publish(self, request: web.Request) -> web.Response:
-        if self.publish_key is not None:
-            given = request.headers.get(KEY_HEADER, "")
-            if not hmac.compare_digest(given.encode(), self.publish_key.encode()):
-                raise PublishError(
-                    401,
-                    "unauthorized",
-                    f"Missing or wrong {KEY_HEADER} header; send the server's publish key.",
-                )
+        try:
+            allowed = self.guard.publisher(request.headers)  # before reading the body
+        except Refused as refused:
+            raise PublishError(refused.status, refused.error, refused.message) from None
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise _too_large()
         try:
@@ -145,6 +140,10 @@ class PublishEndpoint:
         if len(body) > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check
             raise _too_large()
         events = parse_events(body)
+        try:
+            self.guard.check_publish(allowed, (event.channel for event in events))
+        except Refused as refused:
+            raise PublishError(refused.status, refused.error, refused.message) from None
         try:
             appended = await self.log.append(events)
         except StorageUnavailable as exc:
