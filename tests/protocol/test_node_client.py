@@ -15,14 +15,16 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import event, publish
-from tests.support.servers import ws_url
+from tests.support.servers import running_server, ws_url
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 SEED_DOC = Path("/work/shared/seed/cdc-websocket.md")
@@ -179,3 +181,41 @@ async def test_travel_client_from_the_protocol_page(node: str, memory_server: At
         expected.append(wire(ack))
     assert lines[1:-1] == expected
     assert all(json.loads(line) for line in lines[:-1])
+
+
+async def test_seed_example_with_a_token_header_added_works_with_auth_on(node: str) -> None:
+    secret = "node-test-secret-of-at-least-32-bytes!"
+    async with running_server(store="memory", jwt_secret=secret) as srv:
+        token = jwt.encode(
+            {"exp": int(time.time()) + 600, "channels": ["athena_logging"]},
+            secret,
+            algorithm="HS256",
+        )
+        without = await start_node(
+            node, "run_seed_example.js", env={"ATHENA_CDC_WS_URL": ws_url(srv)}
+        )
+        proc = await start_node(
+            node,
+            "run_seed_example.js",
+            env={"ATHENA_CDC_WS_URL": ws_url(srv), "ATHENA_CDC_TOKEN": token},
+        )
+        try:
+            hello = json.loads(await proc.line())
+            assert hello["status"] == "subscribed" and hello["client_id"] == "athena_logging"
+            assert hello["expires_at_ms"] == jwt.decode(token, secret, ["HS256"])["exp"] * 1000
+            producer = jwt.encode(
+                {"exp": int(time.time()) + 600, "publish": ["*"]}, secret, algorithm="HS256"
+            )
+            answer = await publish(
+                srv, event("athena_logging", "hi"), headers={"Authorization": f"Bearer {producer}"}
+            )
+            assert json.loads(await proc.line())["data"]["seq"] == answer[0]["seq"]
+            # Without the header the server refuses the upgrade (401): the example gets
+            # an 'error' event it does not handle, so Node exits with an error.
+            assert await asyncio.wait_for(without.proc.wait(), 10) != 0
+            assert "401" in await without.stderr()
+        finally:
+            for p in (proc, without):
+                if p.proc.returncode is None:
+                    p.proc.kill()
+                await p.proc.wait()

@@ -47,7 +47,15 @@ class AuthConfigError(Exception):
 
 
 class TokenRejected(Exception):
-    """A token that grants nothing: missing, malformed, badly signed, expired..."""
+    """A token that grants nothing: missing, malformed, badly signed, expired...
+
+    ``reason`` is one of a fixed set of short codes (a metric label; never a value
+    taken from the token), the message says it in words.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +130,11 @@ class TokenVerifier:
 
     def verify(self, token: str | None) -> Grant:
         if not token:
-            raise TokenRejected("no token: send Authorization: Bearer <jwt> (or ?token=)")
+            raise TokenRejected(
+                "missing", "no token: send Authorization: Bearer <jwt> (or ?token=)"
+            )
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenRejected(f"token longer than {MAX_TOKEN_BYTES} bytes")
+            raise TokenRejected("too_long", f"token longer than {MAX_TOKEN_BYTES} bytes")
         key, algorithms = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -141,27 +151,31 @@ class TokenVerifier:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise TokenRejected("token expired") from None
+            raise TokenRejected("expired", "token expired") from None
         except jwt.ImmatureSignatureError:
-            raise TokenRejected("token not yet valid (nbf/iat in the future)") from None
+            raise TokenRejected(
+                "not_yet_valid", "token not yet valid (nbf/iat in the future)"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise TokenRejected(f"token has no {exc.claim!r} claim") from None
+            raise TokenRejected("missing_claim", f"token has no {exc.claim!r} claim") from None
         except jwt.InvalidAudienceError:
-            raise TokenRejected("token audience (aud) is not this server's") from None
+            raise TokenRejected("audience", "token audience (aud) is not this server's") from None
         except jwt.InvalidIssuerError:
-            raise TokenRejected("token issuer (iss) is not accepted") from None
+            raise TokenRejected("issuer", "token issuer (iss) is not accepted") from None
         except jwt.InvalidAlgorithmError:
-            raise TokenRejected(f"token algorithm not accepted (allowed: {algorithms})") from None
+            raise TokenRejected(
+                "algorithm", f"token algorithm not accepted (allowed: {algorithms})"
+            ) from None
         except jwt.InvalidSignatureError:
-            raise TokenRejected("token signature does not verify") from None
+            raise TokenRejected("signature", "token signature does not verify") from None
         except jwt.PyJWTError as exc:
-            raise TokenRejected(f"malformed token: {exc}") from None
+            raise TokenRejected("malformed", f"malformed token: {exc}") from None
         grant = _grant(claims)
         # The leeway forgives an issuer whose clock runs ahead (nbf, iat); expiry is
         # exact, so that a connection is closed when its token expires and a token
         # accepted now is not closed at once.
         if grant.expires_at_ms <= time.time() * 1000:
-            raise TokenRejected("token expired")
+            raise TokenRejected("expired", "token expired")
         return grant
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
@@ -170,30 +184,32 @@ class TokenVerifier:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
-            raise TokenRejected(f"malformed token: {exc}") from None
+            raise TokenRejected("malformed", f"malformed token: {exc}") from None
         if not isinstance(kid, str):
             if len(self._by_kid) == 1:
                 return next(iter(self._by_kid.values()))
-            raise TokenRejected("token header has no kid, and the JWKS has several keys")
+            raise TokenRejected(
+                "unknown_kid", "token header has no kid, and the JWKS has several keys"
+            )
         found = self._by_kid.get(kid)
         if found is None:
-            raise TokenRejected(f"unknown key id (kid) {kid[:64]!r}")
+            raise TokenRejected("unknown_kid", f"unknown key id (kid) {kid[:64]!r}")
         return found
 
 
 def _grant(claims: Mapping[str, Any]) -> Grant:
     exp = claims["exp"]
     if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise TokenRejected('claim "exp" must be a number')
+        raise TokenRejected("claims", 'claim "exp" must be a number')
     admin = claims.get("admin", False)
     if not isinstance(admin, bool):
-        raise TokenRejected('claim "admin" must be true or false')
+        raise TokenRejected("claims", 'claim "admin" must be true or false')
     subject = claims.get("sub")
     try:
         read = ChannelPatterns.from_claim(claims.get("channels"), "channels")
         publish = ChannelPatterns.from_claim(claims.get("publish"), "publish")
     except InvalidPatterns as exc:
-        raise TokenRejected(str(exc)) from None
+        raise TokenRejected("claims", str(exc)) from None
     return Grant(
         subject if isinstance(subject, str) else None,
         read or NOTHING,

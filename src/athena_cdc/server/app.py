@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from athena_cdc.auth.guard import Guard
+from athena_cdc.auth.guard import DenialLog, Guard
 from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
@@ -77,7 +77,9 @@ class AthenaServer:
         self.metrics = Metrics()
         self.log = make_log(settings)
         self.hub = Hub(self.metrics)
-        self.guard = Guard.from_settings(settings)
+        self.guard = Guard.from_settings(
+            settings, DenialLog(lambda reason: self.metrics.auth_denied.labels(reason).inc())
+        )
         self.sources: list[Source] = []
         self.websocket = WebSocketEndpoint(
             self.log,

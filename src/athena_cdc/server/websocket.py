@@ -183,6 +183,7 @@ class WebSocketEndpoint:
 
     # -- authorisation (see athena_cdc.auth.guard) ------------------------------------
     def _forbidden(self, conn: Connection, channel: str) -> None:
+        self.guard.forbidden_channel(channel)
         self.metrics.client_errors.labels("forbidden").inc()
         conn.send(m.forbidden_message(channel))
 
