@@ -408,6 +408,72 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+AUTH_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "jwt_secret",
+        None,
+        parse_str,
+        "turn auth on: HS256 secret (32+ bytes) that signs clients' JWTs",
+        group="auth",
+        metavar="SECRET",
+        check=lambda v: None if v is None or len(v.encode()) >= 32 else "must be 32+ bytes",
+    ),
+    Option(
+        "jwt_public_key",
+        None,
+        parse_str,
+        "turn auth on: PEM public key (RSA: RS256, P-256: ES256) that verifies JWTs",
+        group="auth",
+        metavar="FILE",
+    ),
+    Option(
+        "jwks",
+        None,
+        parse_str,
+        "turn auth on: JWKS file of public keys chosen by the token's kid (re-read on SIGHUP)",
+        group="auth",
+        metavar="FILE",
+    ),
+    Option("jwt_audience", None, parse_str, "required aud claim", group="auth", metavar="AUD"),
+    Option("jwt_issuer", None, parse_str, "required iss claim", group="auth", metavar="ISS"),
+    Option(
+        "jwt_leeway",
+        5.0,
+        parse_duration,
+        "clock skew allowed on exp/nbf (at most 30s)",
+        group="auth",
+        metavar="DURATION",
+        check=lambda v: None if 0 <= v <= 30 else "must be between 0s and 30s",
+    ),
+    Option(
+        "allowed_origins",
+        [],
+        parse_list,
+        "browser Origins allowed to connect (e.g. https://app.example.com); default any — "
+        "unsafe on a public address with auth off",
+        group="auth",
+        metavar="LIST",
+    ),
+    Option(
+        "protect_ops",
+        False,
+        parse_bool,
+        "require an admin token or --ops-key for /metrics (/health and /ready stay open)",
+        group="auth",
+        metavar="BOOL",
+    ),
+    Option(
+        "ops_key",
+        None,
+        parse_str,
+        "bearer key for /metrics when --protect-ops is on (e.g. for Prometheus)",
+        group="auth",
+        metavar="KEY",
+        check=lambda v: None if v is None or len(v) >= 16 else "must be 16+ characters",
+    ),
+)
+OPTIONS = OPTIONS + AUTH_OPTIONS
+
 _BY_NAME = {o.name: o for o in OPTIONS}
 
 
@@ -446,6 +512,15 @@ class Settings:
     max_connections: int = 100_000
     max_connections_per_ip: int = 1_000
     ping_timeout: float = 45.0
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwks: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = 5.0
+    allowed_origins: list[str] = field(default_factory=list)
+    protect_ops: bool = False
+    ops_key: str | None = None
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
@@ -464,6 +539,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "log": "event log",
         "logging": "logging",
         "postgres": "PostgreSQL source",
+        "auth": "authentication (off unless a JWT key is given)",
     }
     for option in OPTIONS:
         group = groups.get(option.group)
@@ -514,6 +590,11 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         setattr(settings, option.name, value)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    keys = [settings.jwt_secret, settings.jwt_public_key, settings.jwks]
+    if sum(k is not None for k in keys) > 1:
+        raise ConfigError("give one of --jwt-secret, --jwt-public-key, --jwks, not several")
+    if settings.protect_ops and keys == [None, None, None] and settings.ops_key is None:
+        raise ConfigError("--protect-ops needs a way in: --ops-key, or a JWT key (admin tokens)")
     return settings
 
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
 import orjson
+
+# A token in a URL (?token= for browsers) or a bearer header must never reach a log.
+_SECRETS = re.compile(r"(?i)([?&](?:access_)?token=|bearer\s+)[^&\s\"',;]+")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(r"\1[redacted]", text)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,10 +29,10 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
 
 
@@ -29,7 +42,7 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

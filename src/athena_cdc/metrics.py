@@ -54,6 +54,12 @@ class Metrics:
         self.client_errors = Counter(
             "athena_cdc_client_errors", "Error messages sent to clients", ["error"], registry=r
         )
+        self.auth_denied = Counter(
+            "athena_cdc_auth_denied",
+            "Requests refused by authentication or authorisation, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.connections_total = Counter(
             "athena_cdc_connections", "WebSocket connections accepted", registry=r
         )

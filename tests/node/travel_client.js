@@ -1,4 +1,4 @@
-// A client written only from the protocol page (docs/protocol.md, /work/shared/protocol.md):
+// A client written only from the protocol page (docs/protocol.md):
 // connect with X-Athena-Client, wait for "subscribed", then page through one channel with
 // travel (since_seq = the last seq seen) until has_more is false. Prints every message it
 // receives, one per line, exactly as received, then "closed <code>".

@@ -128,9 +128,10 @@ async def publish(
     *,
     session: aiohttp.ClientSession | None = None,
     key: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Json]]:
     """POST /events, expect 201, return the ``events`` of the answer."""
-    status, body = await post_events(server, items, session=session, key=key)
+    status, body = await post_events(server, items, session=session, key=key, headers=headers)
     assert status == 201, body
     assert isinstance(body, dict)
     events: list[dict[str, Json]] = body["events"]

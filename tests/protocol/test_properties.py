@@ -22,6 +22,7 @@ from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.protocol.messages import (
     DEFAULT_TRAVEL_LIMIT,
     MAX_TRAVEL_LIMIT,
+    ClientMessage,
     Ping,
     ProtocolError,
     Subscribe,
@@ -64,7 +65,7 @@ loose_messages = st.dictionaries(
 ).flatmap(lambda d: st.just(d) | types.map(lambda t: {**d, "type": t}))
 
 
-def parse_or_error(data: bytes | str) -> Travel | Subscribe | Unsubscribe | Ping | ProtocolError:
+def parse_or_error(data: bytes | str) -> ClientMessage | ProtocolError:
     try:
         return parse_client_message(data)
     except ProtocolError as error:

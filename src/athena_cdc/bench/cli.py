@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from athena_cdc.bench import auth as bench_auth
 from athena_cdc.bench import charts, report
 from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
 from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
@@ -65,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
         help="extra argument for 'athena-cdc serve' (repeatable)",
     )
     p.add_argument(
+        "--auth",
+        action="store_true",
+        help="run athena-cdc with auth on (--jwt-secret); clients and producers send a token",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="record the athena-cdc server with py-spy (into the results folder)",
@@ -114,6 +120,9 @@ async def run(args: argparse.Namespace) -> int:
             f"note: open-files limit is {limit}; 10,000-connection scenarios need more",
             file=sys.stderr,
         )
+    athena_args = list(args.athena_arg)
+    if args.auth:
+        athena_args += bench_auth.enable()  # before the load generator's workers start
     loadgen = LoadGen(args.workers)
     results = []
     try:
@@ -131,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
             bench = Bench(
                 loadgen,
                 _servers(kinds, stores),
-                list(args.athena_arg),
+                athena_args,
                 say=lambda text: print(text, file=sys.stderr, flush=True),
                 profile_dir=results_dir if args.profile else None,
             )

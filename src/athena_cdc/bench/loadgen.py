@@ -29,6 +29,7 @@ import orjson
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
 from picows.picows import WSFrame
 
+from athena_cdc.bench import auth as bench_auth
 from athena_cdc.bench import procstat
 
 _TEXT = WSMsgType.TEXT
@@ -169,7 +170,7 @@ class Worker:
                     _, client = await ws_connect(
                         lambda: Subscriber(self.totals, parse),
                         url,
-                        extra_headers={"X-Athena-Client": name},
+                        extra_headers={"X-Athena-Client": name, **bench_auth.headers()},
                         websocket_handshake_timeout=handshake_s,
                         max_frame_size=64 * 1024**2,
                     )

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from athena_cdc.bench import auth as bench_auth
+
 
 def payload(pad: int) -> dict[str, object]:
     """An event payload carrying its publish time; ``pad`` characters of filler."""
@@ -46,6 +48,7 @@ class Publisher:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._last_used = 0.0
+        self._auth = "".join(f"{k}: {v}\r\n" for k, v in bench_auth.headers().items())
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(
@@ -63,7 +66,8 @@ class Publisher:
         assert self._reader is not None and self._writer is not None
         self._writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{self._auth}\r\n".encode()
             + body
         )
         head = await self._reader.readuntil(b"\r\n\r\n")

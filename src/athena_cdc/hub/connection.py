@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from athena_cdc.auth.tokens import OPEN_GRANT, Grant
 from athena_cdc.log.base import Event
 from athena_cdc.protocol.frames import text_frame
 
@@ -75,6 +76,8 @@ class Connection:
         "client_id",
         "closing",
         "dirty",
+        "expiry",
+        "grant",
         "limit",
         "write_timeout",
     )
@@ -107,6 +110,10 @@ class Connection:
         self._draining: asyncio.Task[None] | None = None
         self._held: list[Batch] | None = None
         self._held_bytes = 0
+        # What the client's token allows (everything with auth off), and the timer that
+        # closes the connection with 1008 when that token expires.
+        self.grant: Grant = OPEN_GRANT
+        self.expiry: asyncio.TimerHandle | None = None
 
     # -- queueing (event-loop thread, no awaits) -------------------------------------
     def send(self, message: bytes) -> None:
@@ -247,6 +254,9 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         self._discard_pending()  # never sent: the client will travel from its last seq
         if self._draining is not None:
             self._draining.cancel()

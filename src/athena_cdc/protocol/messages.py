@@ -61,7 +61,17 @@ class Ping:
     pass
 
 
-ClientMessage = Travel | Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new token for the connection (auth on): replaces the one in force."""
+
+    token: str
+
+
+ClientMessage = Travel | Subscribe | Unsubscribe | Ping | Refresh
+
+MAX_TOKEN_LENGTH = 8 * 1024
+MESSAGE_TYPES = "travel, subscribe, unsubscribe, ping, refresh"
 
 
 def parse_client_message(data: bytes | str) -> ClientMessage:
@@ -84,14 +94,23 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
         return Unsubscribe(_required_channel(obj, "organization_id"))
     if kind == "ping":
         return Ping()
+    if kind == "refresh":
+        token = obj.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise ProtocolError(
+                "invalid_field",
+                f'"token" must be a JWT string of at most {MAX_TOKEN_LENGTH} characters.',
+                "token",
+            )
+        return Refresh(token)
     if kind is None:
         raise ProtocolError(
             "unknown_type",
-            'The message has no "type"; use one of travel, subscribe, unsubscribe, ping.',
+            f'The message has no "type"; use one of {MESSAGE_TYPES}.',
         )
     raise ProtocolError(
         "unknown_type",
-        f"Unknown message type {_short(kind)}; use one of travel, subscribe, unsubscribe, ping.",
+        f"Unknown message type {_short(kind)}; use one of {MESSAGE_TYPES}.",
     )
 
 
@@ -185,9 +204,13 @@ def encode_event(channel: str, seq: int, ts_ms: int, payload: bytes) -> bytes:
 
 
 def subscribed_message(
-    client_id: str, channel: str | None = None, *, epoch: str | None = None
+    client_id: str,
+    channel: str | None = None,
+    *,
+    epoch: str | None = None,
+    expires_at_ms: int | None = None,
 ) -> bytes:
-    body: dict[str, str]
+    body: dict[str, Any]
     if channel is None:
         body = {
             "status": "subscribed",
@@ -198,12 +221,30 @@ def subscribed_message(
         body = {"status": "subscribed", "client_id": client_id, "organization_id": channel}
     if epoch is not None:
         body["epoch"] = epoch  # extension, after the original keys
+    if expires_at_ms is not None:  # auth on: when the token in force expires
+        body["expires_at_ms"] = expires_at_ms
     return orjson.dumps(body)
 
 
-def unsubscribed_message(client_id: str, channel: str) -> bytes:
+def unsubscribed_message(client_id: str, channel: str, reason: str | None = None) -> bytes:
+    body = {"status": "unsubscribed", "client_id": client_id, "organization_id": channel}
+    if reason is not None:  # e.g. "forbidden": a refreshed token no longer covers it
+        body["reason"] = reason
+    return orjson.dumps(body)
+
+
+def refreshed_message(expires_at_ms: int) -> bytes:
+    return orjson.dumps({"status": "refreshed", "expires_at_ms": expires_at_ms})
+
+
+def forbidden_message(channel: str) -> bytes:
     return orjson.dumps(
-        {"status": "unsubscribed", "client_id": client_id, "organization_id": channel}
+        {
+            "status": "error",
+            "error": "forbidden",
+            "message": f"Your token does not allow reading {channel!r}.",
+            "organization_id": channel,
+        }
     )
 
 

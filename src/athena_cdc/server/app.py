@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from athena_cdc.auth.guard import DenialLog, Guard
 from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
@@ -78,6 +80,9 @@ class AthenaServer:
         self.metrics = Metrics()
         self.log = make_log(settings)
         self.hub = Hub(self.metrics)
+        self.guard = Guard.from_settings(
+            settings, DenialLog(lambda reason: self.metrics.auth_denied.labels(reason).inc())
+        )
         self.sources: list[Source] = []
         self.websocket = WebSocketEndpoint(
             self.log,
@@ -87,6 +92,7 @@ class AthenaServer:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             rate_limit=settings.client_rate_limit,
+            guard=self.guard,
         )
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
         self.deadlines = Deadlines(
@@ -103,8 +109,8 @@ class AthenaServer:
         checks: dict[str, HealthCheck] = {"log": self.log.health}
         for source in self.sources:
             checks[source.name] = source.health
-        ops = OpsEndpoints(self.metrics, checks)
-        publish = PublishEndpoint(self.log, self.metrics, self.settings.publish_key)
+        ops = OpsEndpoints(self.metrics, checks, self.guard)
+        publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
         app = web.Application(client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES)
@@ -203,7 +209,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then drain."""
     server = AthenaServer(settings)
     await server.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, server.guard.reload)  # rotate JWKS keys
     try:
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         await server.stop()

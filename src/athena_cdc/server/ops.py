@@ -1,4 +1,4 @@
-"""``/health``, ``/ready`` and ``/metrics``."""
+"""``/health``, ``/ready`` (always open, for probes) and ``/metrics`` (``--protect-ops``)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from collections.abc import Callable
 import orjson
 from aiohttp import web
 
+from athena_cdc.auth.guard import Guard, Refused
 from athena_cdc.metrics import CONTENT_TYPE, Metrics
 
 HealthCheck = Callable[[], str | None]  # None when fine, else the reason
 
 
 class OpsEndpoints:
-    def __init__(self, metrics: Metrics, checks: dict[str, HealthCheck]) -> None:
+    def __init__(
+        self, metrics: Metrics, checks: dict[str, HealthCheck], guard: Guard | None = None
+    ) -> None:
         self.metrics = metrics
         self.checks = checks
+        self.guard = guard or Guard()
 
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"}, 200)
@@ -27,6 +31,10 @@ class OpsEndpoints:
         return _json({"status": "ready"}, 200)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
+        try:
+            self.guard.ops(request.headers)  # open unless --protect-ops
+        except Refused as refused:
+            return _json(refused.body(), refused.status)
         response = web.Response(body=self.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

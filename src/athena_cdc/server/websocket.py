@@ -15,6 +15,8 @@ import time
 import orjson
 from aiohttp import WSMsgType, web
 
+from athena_cdc.auth.guard import Guard, Refused
+from athena_cdc.auth.tokens import TokenRejected
 from athena_cdc.hub.connection import Connection
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
@@ -40,6 +42,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 INVALID_TEXT_CODE = 1007  # RFC 6455: a text message that is not UTF-8
 YIELD_EVERY_MESSAGES = 16  # messages read from one client between turns of the event loop
 _CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
+TOKEN_EXPIRED_CODE = 1008  # policy violation: the token in force has expired
+TOKEN_EXPIRED_REASON = "token expired"
 
 
 class WebSocketEndpoint:
@@ -53,7 +57,9 @@ class WebSocketEndpoint:
         ping_interval: float,
         ping_timeout: float = 45.0,
         rate_limit: float | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        self.guard = guard or Guard()
         self.log = event_log
         self.hub = hub
         self.metrics = metrics
@@ -88,6 +94,11 @@ class WebSocketEndpoint:
         except HandshakeRejected as rejected:
             self.metrics.rejected_upgrades.inc()
             return web.json_response(rejected.body(), status=400, dumps=_dumps)
+        try:
+            grant = self.guard.upgrade(request.headers, request.query.get("token"), name)
+        except Refused as refused:
+            self.metrics.rejected_upgrades.inc()
+            return web.json_response(refused.body(), status=refused.status, dumps=_dumps)
         if not self.accepting:
             return web.json_response(
                 {
@@ -152,15 +163,23 @@ class WebSocketEndpoint:
             timeout=self.ping_timeout,
             on_silent=lambda silent: _drop_silent(conn, transport, silent),
         )
+        conn.grant = grant
+        self._arm_expiry(conn)
         self.metrics.connections_total.inc()
         self.hub.add(conn)
         try:
             # Subscribe and queue "subscribed" in one step: no event can slip between.
             self.hub.subscribe(conn, name)
-            conn.send(m.subscribed_message(name, epoch=self.log.epoch))
+            conn.send(
+                m.subscribed_message(
+                    name, epoch=self.log.epoch, expires_at_ms=self._expires_at(conn)
+                )
+            )
             await self._serve(ws, conn)
         finally:
             keepalive.stop()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
             self.hub.remove(conn)
         return ws
 
@@ -234,17 +253,78 @@ class WebSocketEndpoint:
 
     async def _act(self, conn: Connection, message: m.ClientMessage) -> None:
         if isinstance(message, m.Travel):
+            if message.organization_id and not conn.grant.read.covers(message.organization_id):
+                self._forbidden(conn, message.organization_id)
+                return
             await self._travel(conn, message)
         elif isinstance(message, m.Subscribe):
+            if not conn.grant.read.covers(message.organization_id):
+                self._forbidden(conn, message.organization_id)
+                return
             self.hub.subscribe(conn, message.organization_id)
             conn.send(
-                m.subscribed_message(conn.client_id, message.organization_id, epoch=self.log.epoch)
+                m.subscribed_message(
+                    conn.client_id,
+                    message.organization_id,
+                    epoch=self.log.epoch,
+                    expires_at_ms=self._expires_at(conn),
+                )
             )
         elif isinstance(message, m.Unsubscribe):
             self.hub.unsubscribe(conn, message.organization_id)
             conn.send(m.unsubscribed_message(conn.client_id, message.organization_id))
+        elif isinstance(message, m.Refresh):
+            self._refresh(conn, message.token)
         else:
             conn.send(m.PONG_MESSAGE)
+
+    # -- authorisation (see athena_cdc.auth.guard) ------------------------------------
+    def _forbidden(self, conn: Connection, channel: str) -> None:
+        self.guard.forbidden_channel(channel)
+        self.metrics.client_errors.labels("forbidden").inc()
+        conn.send(m.forbidden_message(channel))
+
+    def _refresh(self, conn: Connection, token: str) -> None:
+        """Replace the token in force; drop the channels the new one does not cover."""
+        if not self.guard.enabled:
+            self._error(
+                conn,
+                m.ProtocolError(
+                    "auth_disabled", "This server has no authentication: nothing to refresh."
+                ),
+            )
+            return
+        try:
+            grant = self.guard.refresh(token)
+        except TokenRejected as exc:
+            # The old token stays in force (and its expiry timer keeps running).
+            self._error(conn, m.ProtocolError("unauthorized", f"Invalid token: {exc}."))
+            return
+        conn.grant = grant
+        self._arm_expiry(conn)
+        for channel in sorted(conn.channels):
+            if not grant.read.covers(channel):
+                self.hub.unsubscribe(conn, channel)
+                conn.send(m.unsubscribed_message(conn.client_id, channel, reason="forbidden"))
+        conn.send(m.refreshed_message(grant.expires_at_ms))
+
+    def _expires_at(self, conn: Connection) -> int | None:
+        return conn.grant.expires_at_ms if self.guard.enabled else None
+
+    def _arm_expiry(self, conn: Connection) -> None:
+        """One timer per connection: close with 1008 the moment its token expires."""
+        if not self.guard.enabled:
+            return
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = conn.grant.expires_at_ms / 1000 - time.time()
+        conn.expiry = loop.call_later(max(0.0, delay), self._expire, conn)
+
+    def _expire(self, conn: Connection) -> None:
+        conn.expiry = None
+        self.metrics.client_errors.labels("token_expired").inc()
+        conn.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON)
 
     def _error(self, conn: Connection, error: m.ProtocolError) -> None:
         self.metrics.client_errors.labels(error.code).inc()

@@ -7,12 +7,12 @@ appended atomically. The 201 answer is sent only once the events are durable.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from athena_cdc.auth.guard import KEY_HEADER, Guard, Refused
 from athena_cdc.log.base import EventLog, NewEvent, StorageUnavailable
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import json_values
@@ -20,7 +20,6 @@ from athena_cdc.protocol.messages import channel_problem
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 10_000
-KEY_HEADER = "X-Athena-Key"
 # Only this media type: a web page can POST text/plain, form and multipart bodies to any
 # origin without asking (no CORS preflight), so accepting them would let any page publish
 # through a visitor's browser. JSON is UTF-8 (RFC 8259): another charset is refused too.
@@ -104,10 +103,10 @@ def parse_events(body: bytes) -> list[NewEvent]:
 
 
 class PublishEndpoint:
-    def __init__(self, event_log: EventLog, metrics: Metrics, publish_key: str | None) -> None:
+    def __init__(self, event_log: EventLog, metrics: Metrics, guard: Guard) -> None:
         self.log = event_log
         self.metrics = metrics
-        self.publish_key = publish_key
+        self.guard = guard
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -122,14 +121,12 @@ class PublishEndpoint:
         return response
 
     async def _publish(self, request: web.Request) -> web.Response:
-        if self.publish_key is not None and not hmac.compare_digest(
-            _raw_header(request, KEY_HEADER), self.publish_key.encode()
-        ):
-            raise PublishError(
-                401,
-                "unauthorized",
-                f"Missing or wrong {KEY_HEADER} header; send the server's publish key.",
-            )
+        try:
+            # Before the body is read. The key is compared as the bytes sent: its text
+            # need not be UTF-8.
+            allowed = self.guard.publisher(request.headers, _raw_header(request, KEY_HEADER))
+        except Refused as refused:
+            raise PublishError(refused.status, refused.error, refused.message) from None
         if not _is_json(request):
             raise PublishError(
                 415,
@@ -146,6 +143,10 @@ class PublishEndpoint:
         if len(body) > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check
             raise _too_large()
         events = parse_events(body)
+        try:
+            self.guard.check_publish(allowed, (event.channel for event in events))
+        except Refused as refused:
+            raise PublishError(refused.status, refused.error, refused.message) from None
         try:
             appended = await self.log.append(events)
         except StorageUnavailable as exc:

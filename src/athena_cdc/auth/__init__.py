@@ -1,0 +1,1 @@
+"""Authentication (JWT) and authorisation (channel patterns); off unless configured."""
