@@ -110,6 +110,7 @@ class SourceStats(Protocol):
     name: str
     rows_applied: int
     rows_skipped: int
+    rows_unroutable: int
     transactions: int
     reconnects: int
     append_failures: int
@@ -122,6 +123,11 @@ class _SourceCollector(Collector):
     _COUNTERS = (
         ("rows_applied", "Row changes appended to the log"),
         ("rows_skipped", "Row changes skipped (no channel for them)"),
+        (
+            "rows_unroutable",
+            "DELETEs and channel moves of tables whose replica identity lacks "
+            "the route column, handled by --pg-unroutable",
+        ),
         ("transactions", "Source transactions applied"),
         ("reconnects", "Reconnections to the source"),
         ("append_failures", "Failed appends to the log (retried)"),
