@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from athena_cdc.log.allocator import MemoryReleaser
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
     ChannelBounds,
@@ -60,12 +61,15 @@ class MemoryLog(EventLog):
         self._retention_age = retention_age
         self._positions: dict[str, str] = {}
         self._pruner: asyncio.Task[None] | None = None
+        self._releaser = MemoryReleaser()
 
     async def open(self) -> None:
+        self._releaser.start()
         if self._retention_age is not None:
             self._pruner = asyncio.create_task(self._prune_forever(), name="memory-retention")
 
     async def close(self) -> None:
+        await self._releaser.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,6 +86,8 @@ class MemoryLog(EventLog):
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
         """Assign seq/ts and store, synchronously (nothing here can fail half-way)."""
+        # What the request's parsing left behind is worth giving back, refused or not.
+        self._releaser.note_batch(batch)
         self._check_room_for_new_channels(batch)
         now = now_ms()
         events: list[Event] = []

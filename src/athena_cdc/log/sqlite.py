@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
+from athena_cdc.log.allocator import MemoryReleaser
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
     ChannelBounds,
@@ -175,6 +176,7 @@ class SqliteLog(EventLog):
         self._health: str | None = None
         self._lock_file: IO[str] | None = None
         self.commits = 0  # number of group commits, for metrics and tests
+        self._releaser = MemoryReleaser()
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -187,6 +189,7 @@ class SqliteLog(EventLog):
         )
         log.info("sqlite log %s: %d channels", self.path, self._total_channels)
         self._pruner = asyncio.create_task(self._prune_forever(), name="sqlite-retention")
+        self._releaser.start()
 
     def _lock_data_dir(self) -> None:
         # Two servers appending to one file would assign the same seqs twice.
@@ -216,6 +219,7 @@ class SqliteLog(EventLog):
         return int(channels), int(events)
 
     async def close(self) -> None:
+        await self._releaser.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,6 +241,8 @@ class SqliteLog(EventLog):
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        # What the request's parsing left behind is worth giving back, refused or not.
+        self._releaser.note_batch(batch)
         self._pending.append((list(batch), position, future))
         if self._flusher is None or self._flusher.done():
             # Starts on the next loop iteration: every append of this tick joins it.
