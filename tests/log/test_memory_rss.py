@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -32,7 +33,7 @@ def rss(proc: ServerProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
-def post(proc: ServerProcess, events: list[dict[str, object]]) -> int:
+def post(proc: ServerProcess, events: Sequence[Mapping[str, object]]) -> int:
     connection = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=60)
     try:
         connection.request(
@@ -54,7 +55,7 @@ def settled_rss(proc: ServerProcess, ceiling: int) -> int:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> ServerProcess:
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
     args = ["--store", request.param, "--data-dir", str(tmp_path / "data")]
     args += ["--memory-limit", str(LIMIT), "--sqlite-synchronous", "normal"]
     args += ["--log-level", "warning"]
