@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from athena_cdc.log import sqlite
 from athena_cdc.log.base import Event, EventLog, NewEvent, StorageUnavailable, TravelQuery
 from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.ring import ChannelRing, RingSet
@@ -223,5 +224,26 @@ async def test_sqlite_bounds_during_a_commit_answer_what_the_hub_was_told(
         (appended,) = await appending
         assert appended.seq == 2
         assert log.bounds("a").last_seq == 2
+    finally:
+        await log.close()
+
+
+async def test_sqlite_background_age_retention_reaches_every_channel_a_slice_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000]
+    monkeypatch.setattr(sqlite, "now_ms", lambda: now[0])
+    monkeypatch.setattr(sqlite, "AGE_SWEEP_CHANNELS", 2)
+    log = SqliteLog(tmp_path, retention_age=10.0)
+    await log.open()
+    try:
+        await log.append([new(f"c{i}", "old") for i in range(5)])
+        now[0] += 20_000
+        await log.append([new("c0", "new")])
+        dropped = [await log.prune(sweep_all=False) for _ in range(3)]
+        assert dropped == [2, 2, 1]  # channel ids 1-2, 3-4, 5
+        assert [e.seq for e in await everything(log, "c0")] == [2]
+        assert all(log.bounds(f"c{i}").first_seq == 2 for i in range(5))
+        assert await log.prune(sweep_all=False) == 0  # the sweep starts over, finds none
     finally:
         await log.close()

@@ -85,7 +85,7 @@ class MemoryLog(EventLog):
     def append_now(
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
-        """Assign seq/ts and store, synchronously (nothing here can fail half-way)."""
+        """Assign seq/ts and store, synchronously: the whole batch, or (refused) none."""
         # What the request's parsing left behind is worth giving back, refused or not.
         self._releaser.note_batch(batch)
         self._check_room_for_new_channels(batch)

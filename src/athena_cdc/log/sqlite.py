@@ -79,10 +79,12 @@ PRUNE_INTERVAL_S = 1.0
 BUSY_TIMEOUT_MS = 5000
 PRUNE_CHUNK = 50_000  # rows deleted per channel per round: keeps each write short
 PRUNE_ROUND_ROWS = 200_000  # rows deleted per round over all channels
-# Channel ids whose oldest event age retention checks per background round (one
-# primary-key lookup each, about 20 ms): a table of N channels is swept every
-# N / AGE_SWEEP_CHANNELS seconds. An explicit prune() sweeps them all.
-AGE_SWEEP_CHANNELS = 20_000
+# Channel ids whose oldest event age retention checks per background round, so that
+# no channel state need be kept for it: a primary-key lookup each (measured: 3.5 ms
+# per 20,000), and a time-index lookup for each one with events to drop (5 ms per
+# 1,000), in the writer thread. A table of N channels is swept every
+# N / AGE_SWEEP_CHANNELS seconds (20 s for 100,000); an explicit prune() sweeps all.
+AGE_SWEEP_CHANNELS = 5_000
 LOAD_CHUNK = 500  # channel names per SELECT when bounds are loaded in bulk
 
 # Share of memory_limit for per-channel state; the rest is the cache of events.
