@@ -94,8 +94,7 @@ WRITER_SHARE = 16  # 1/16
 # What one remembered channel costs besides its name's length (str header, ordered
 # dict slot and link, the record and its ints), measured on CPython 3.11 with margin.
 BOUNDS_ENTRY_BYTES = 384
-WRITER_ENTRY_BYTES = 320
-AVERAGE_NAME_BYTES = 64  # for the writer's count cap (it does not weigh names)
+WRITER_ENTRY_BYTES = 384
 
 
 @dataclass(slots=True)
@@ -125,6 +124,10 @@ _NEW_CHANNEL = (1, 0, None)  # (first_seq, last_seq, dropped_ts_ms) of a channel
 
 def bounds_cost(channel: str) -> int:
     return len(channel) + BOUNDS_ENTRY_BYTES
+
+
+def writer_cost(channel: str) -> int:
+    return len(channel) + WRITER_ENTRY_BYTES
 
 
 _Work = tuple[list[NewEvent], SourcePosition | None, "asyncio.Future[list[Event]]"]
@@ -162,7 +165,8 @@ class SqliteLog(EventLog):
         # Owned by the writer thread: counters of recently appended channels, and the
         # channels over the count retention (name -> drop through seq).
         self._channels: OrderedDict[str, _Channel] = OrderedDict()
-        self._channels_max = max(64, writer_bytes // (WRITER_ENTRY_BYTES + AVERAGE_NAME_BYTES))
+        self._channels_budget = writer_bytes
+        self._channels_bytes = 0
         self._over_count: dict[str, int] = {}
         self._age_cursor = 0  # next channel id the age sweep looks at
         # Totals for /metrics, kept by the writer thread (read as plain ints).
@@ -309,7 +313,7 @@ class SqliteLog(EventLog):
                         )
                         assert cursor.lastrowid is not None
                         channel = _Channel(cursor.lastrowid, 1, 0, 0)
-                        self._channels[item.channel] = channel
+                        self._remember_channel(item.channel, channel)
                         before[item.channel] = None
                     elif item.channel not in before:
                         before[item.channel] = (channel.last_seq, channel.last_ts_ms)
@@ -344,6 +348,7 @@ class SqliteLog(EventLog):
             for name, old in before.items():
                 if old is None:
                     del self._channels[name]
+                    self._channels_bytes -= writer_cost(name)
                 else:
                     channel = self._channels[name]
                     channel.last_seq, channel.last_ts_ms = old
@@ -354,8 +359,9 @@ class SqliteLog(EventLog):
             channel = self._channels[name]
             if channel.last_seq - channel.first_seq + 1 > self._retention_events:
                 self._over_count[name] = channel.last_seq - self._retention_events
-        while len(self._channels) > self._channels_max:
-            self._channels.popitem(last=False)  # least recently appended to
+        while self._channels_bytes > self._channels_budget and len(self._channels) > 1:
+            name, _ = self._channels.popitem(last=False)  # least recently appended to
+            self._channels_bytes -= writer_cost(name)
         return results
 
     def _load_channel(self, name: str) -> _Channel | None:
@@ -367,8 +373,13 @@ class SqliteLog(EventLog):
         ).fetchone()
         if row is None:
             return None
-        channel = self._channels[name] = _Channel(*row)
+        channel = _Channel(*row)
+        self._remember_channel(name, channel)
         return channel
+
+    def _remember_channel(self, name: str, channel: _Channel) -> None:
+        self._channels[name] = channel
+        self._channels_bytes += writer_cost(name)
 
     async def get_position(self, source: str) -> str | None:
         return await self._read(self._get_position, source)
