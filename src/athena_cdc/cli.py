@@ -116,11 +116,12 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 def _startup_problem(exc: BaseException) -> str | None:
     """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
+    from athena_cdc.log.epoch import LogDamaged
     from athena_cdc.log.sqlite import DataDirLocked
     from athena_cdc.server.app import TlsConfigError
     from athena_cdc.sources.postgres.errors import SourceConfigError
 
-    if isinstance(exc, DataDirLocked | SourceConfigError | TlsConfigError):
+    if isinstance(exc, DataDirLocked | LogDamaged | SourceConfigError | TlsConfigError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in (98, 13, 99):  # in use, denied, bad addr
         return f"cannot listen: {exc.strerror}. Choose another --port or --host."

@@ -139,6 +139,16 @@ def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "must be between 0 and 65535"
 
 
+def _publish_key_problem(key: str | None) -> str | None:
+    # An empty key must not quietly mean "no key": that would turn auth off.
+    if key == "":
+        return "must not be empty (leave it unset to publish without a key)"
+    # A header value cannot carry these, so no request could ever match the key.
+    if key is not None and (key != key.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in key)):
+        return "must not start or end with white space nor contain control characters"
+    return None
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
@@ -217,6 +227,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_str,
         "if set, POST /events requires the header X-Athena-Key with this value",
         metavar="KEY",
+        check=_publish_key_problem,
     ),
     Option(
         "slow_consumer_limit",
@@ -238,7 +249,7 @@ OPTIONS: tuple[Option, ...] = (
         "ping_interval",
         30.0,
         parse_duration,
-        "WebSocket ping interval; a peer that does not answer is dropped",
+        "ping a WebSocket peer from which nothing has arrived for this long",
         metavar="DURATION",
         check=lambda v: None if v > 0 else "must be positive",
     ),
@@ -316,6 +327,85 @@ OPTIONS: tuple[Option, ...] = (
         group="postgres",
         metavar="CHANNEL",
     ),
+    Option(
+        "pg_unroutable",
+        "refuse",
+        choice("refuse", "default-channel", "skip"),
+        "a published table whose replica identity lacks the route column (its DELETEs and "
+        "channel-moving UPDATEs have no old channel): refuse to start, or send such DELETEs "
+        "to --default-channel, or skip them",
+        group="postgres",
+        metavar="{refuse,default-channel,skip}",
+    ),
+    Option(
+        "on_damage",
+        "refuse",
+        choice("refuse", "new-epoch"),
+        "when the sqlite log may have lost acknowledged events (a deleted -wal file, a "
+        "truncated or replaced database): refuse to start, or continue under a new epoch "
+        "(clients start every channel over)",
+        group="log",
+        metavar="{refuse,new-epoch}",
+    ),
+    # -- deadlines and connection caps (see athena_cdc.server.deadlines / .limits) --
+    Option(
+        "header_timeout",
+        10.0,
+        parse_duration,
+        "request line and headers must arrive within this (408 JSON, then close)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "body_timeout",
+        30.0,
+        parse_duration,
+        "a request body must arrive within this once the headers are in (408 JSON)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "keepalive_timeout",
+        75.0,
+        parse_duration,
+        "an idle keep-alive HTTP connection is closed after this",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "tls_handshake_timeout",
+        10.0,
+        parse_duration,
+        "the TLS handshake must complete within this (with --tls-cert)",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
+    Option(
+        "max_connections",
+        100_000,
+        parse_int,
+        "WebSocket connections the server holds; beyond, upgrades get 503 (0: no limit)",
+        metavar="N",
+        check=_at_least(0),
+    ),
+    Option(
+        "max_connections_per_ip",
+        1_000,
+        parse_int,
+        "WebSocket connections from one client address; beyond, upgrades get 429 "
+        "(0: no limit; behind a proxy all clients share its address)",
+        metavar="N",
+        check=_at_least(0),
+    ),
+    Option(
+        "ping_timeout",
+        45.0,
+        parse_duration,
+        "drop a WebSocket peer from which nothing (no pong, no message) has arrived for "
+        "this long",
+        metavar="DURATION",
+        check=lambda v: None if v > 0 else "must be positive",
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -347,6 +437,15 @@ class Settings:
     pg_tables: list[str] = field(default_factory=list)
     route_column: str = "organization_id"
     default_channel: str | None = None
+    pg_unroutable: str = "refuse"
+    on_damage: str = "refuse"
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    tls_handshake_timeout: float = 10.0
+    max_connections: int = 100_000
+    max_connections_per_ip: int = 1_000
+    ping_timeout: float = 45.0
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

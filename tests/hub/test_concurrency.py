@@ -142,6 +142,7 @@ class Watcher:
                 "status": "subscribed",
                 "client_id": self.name,
                 "organization_id": ask.channel,
+                "epoch": message.get("epoch") or "(missing)",  # the log's, invariant 6
             }:
                 self.fail(f"bad subscribe reply {message}")
             self.subscribed.add(ask.channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -245,5 +246,30 @@ async def test_sqlite_background_age_retention_reaches_every_channel_a_slice_at_
         assert [e.seq for e in await everything(log, "c0")] == [2]
         assert all(log.bounds(f"c{i}").first_seq == 2 for i in range(5))
         assert await log.prune(sweep_all=False) == 0  # the sweep starts over, finds none
+    finally:
+        await log.close()
+
+
+async def test_sqlite_bounds_of_a_channel_on_a_failing_disk_leave_the_travel_to_fail(
+    tmp_path: Path,
+) -> None:
+    log = SqliteLog(tmp_path)
+    await log.open()
+    try:
+        await log.append([new("a")])
+        log._disk.clear()
+        log._cache.rings.clear()
+
+        class Broken:
+            def execute(self, *args: object) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            def close(self) -> None:
+                pass
+
+        log._loop_con = Broken()  # type: ignore[assignment]
+        assert log.bounds("a").last_seq == 0  # no exception where travels begin
+        with pytest.raises(StorageUnavailable):
+            await log.read_channel("a", None, None, 10, True)
     finally:
         await log.close()

@@ -66,7 +66,7 @@ async def test_sigterm_closes_clients_with_1001_and_exits_0(store: str, tmp_path
 
 
 async def test_dead_peer_is_dropped_by_ping_keepalive() -> None:
-    async with running_server(store="memory", ping_interval=0.5) as srv:
+    async with running_server(store="memory", ping_interval=0.5, ping_timeout=1.0) as srv:
         dead = await RawWebSocket.connect(srv.port, "a")
         try:
             opcode, hello = await dead.read_frame()

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from athena_cdc.server.app import AthenaServer
-from tests.protocol._support import client, publish, raw_request, read_frame
+from tests.protocol._support import UPGRADE_HEAD, client, publish, raw_request, read_frame
 
 MISSING = "Missing X-Athena-Client header"
 
@@ -81,7 +81,7 @@ async def test_subscribed_message_exact_form_and_key_order(memory_server: Athena
     assert status == 101
     assert first == (
         '{"status":"subscribed","client_id":"athena_logging",'
-        '"message":"Subscribed via X-Athena-Client header"}'
+        f'"message":"Subscribed via X-Athena-Client header","epoch":"{memory_server.log.epoch}"}}'
     )
 
 
@@ -96,6 +96,7 @@ async def test_subscribed_message_keeps_unicode_name(memory_server: AthenaServer
         ("status", "subscribed"),
         ("client_id", name),
         ("message", "Subscribed via X-Athena-Client header"),
+        ("epoch", memory_server.log.epoch),
     ]
 
 
@@ -208,3 +209,77 @@ async def test_get_ws_without_upgrade_is_426_json(memory_server: AthenaServer) -
     answer = response.json()
     assert isinstance(answer["error"], str) and answer["error"]
     assert isinstance(answer["message"], str) and answer["message"]
+
+
+@pytest.mark.parametrize("encoded", ["a%ffb", "%ff", "a%C3", "%ED%A0%80", "%C0%80"])
+async def test_query_name_that_is_not_utf8_after_percent_decoding_is_400_json(
+    memory_server: AthenaServer, encoded: str
+) -> None:
+    # Decoded as strictly as the header: not a U+FFFD in the client name.
+    status, headers, body, _ = await upgrade(memory_server, b"", path=f"/ws?client={encoded}")
+    assert assert_json_400(status, headers, body)["error"] == "Invalid X-Athena-Client header"
+
+
+async def test_bad_query_name_does_not_matter_when_the_header_names_the_client(
+    memory_server: AthenaServer,
+) -> None:
+    status, _, _, first = await upgrade(
+        memory_server, b"X-Athena-Client: from-header\r\n", path="/ws?client=a%ffb"
+    )
+    assert status == 101
+    assert first is not None and json.loads(first)["client_id"] == "from-header"
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("x=%ff&client=ok", "ok"),  # another parameter's bytes are not the name's business
+        ("client=first&client=%ff", "first"),  # the first one counts, as before
+        ("client=a+b%20c", "a b c"),  # '+' is a space, as in any query string
+        ("client=%E2%9C%93", "\u2713"),
+    ],
+)
+async def test_query_name_is_decoded_like_a_query_string(
+    memory_server: AthenaServer, query: str, name: str
+) -> None:
+    status, _, _, first = await upgrade(memory_server, b"", path=f"/ws?{query}")
+    assert status == 101
+    assert first is not None and json.loads(first)["client_id"] == name
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"X-Athena-Client",
+        b"Sec-WebSocket-Key",
+        b"Sec-WebSocket-Version",
+        b"Sec-WebSocket-Protocol",
+        b"Sec-WebSocket-Extensions",
+        b"Upgrade",
+        b"Connection",
+        b"Origin",
+        b"User-Agent",
+        b"X-Something-Else",
+    ],
+)
+async def test_header_value_that_is_not_utf8_never_gets_a_500(
+    memory_server: AthenaServer, header: bytes
+) -> None:
+    # The upgrade's own lines, with this header's value (or a new one) made of \xff\xfe.
+    lines = [
+        line
+        for line in UPGRADE_HEAD.split(b"\r\n")
+        if line and not line.lower().startswith((b"host:", header.lower() + b":"))
+    ]
+    if header != b"X-Athena-Client":
+        lines.append(b"X-Athena-Client: a")
+    lines.append(header + b": \xff\xfe")
+    response = await raw_request(
+        memory_server.port, "/ws", b"".join(line + b"\r\n" for line in lines), upgrade=False
+    )
+    response.close()
+    if header == b"X-Athena-Client":
+        assert_json_400(response.status, response.headers, response.body)
+    elif response.status != 101:
+        assert response.status in (400, 426), (response.status, response.body)
+        assert response.headers["content-type"].split(";")[0] == "application/json"

@@ -119,7 +119,10 @@ async def test_subscribe_adds_a_channel_and_replies(memory_server: AthenaServer)
     async with client(memory_server, "a") as c:
         await c.send({"type": "subscribe", "organization_id": "extra"})
         raw = await c.recv_raw()
-        assert raw == '{"status":"subscribed","client_id":"a","organization_id":"extra"}'
+        assert raw == (
+            '{"status":"subscribed","client_id":"a","organization_id":"extra",'
+            f'"epoch":"{memory_server.log.epoch}"}}'
+        )
         await publish(memory_server, [event("extra", "new"), event("a", "own")])
         got = await c.recv_events(2)
         assert [(e["organization_id"], e["data"]["seq"]) for e in got] == [("extra", 2), ("a", 1)]
@@ -128,7 +131,12 @@ async def test_subscribe_adds_a_channel_and_replies(memory_server: AthenaServer)
 async def test_legacy_subscribe_form_works_like_subscribe(memory_server: AthenaServer) -> None:
     async with client(memory_server, "a") as c:
         reply = await c.request({"subscribe_to_organization_id": "legacy"})
-        assert reply == {"status": "subscribed", "client_id": "a", "organization_id": "legacy"}
+        assert reply == {
+            "status": "subscribed",
+            "client_id": "a",
+            "organization_id": "legacy",
+            "epoch": memory_server.log.epoch,
+        }
         await publish(memory_server, event("legacy", 1))
         [got] = await c.recv_events(1)
         assert got["organization_id"] == "legacy"

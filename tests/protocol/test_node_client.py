@@ -109,9 +109,10 @@ def test_seed_example_is_verbatim() -> None:
 async def test_seed_example_prints_subscribed_then_live_events(
     seed_example: NodeProcess, memory_server: AthenaServer
 ) -> None:
+    # The seed's message, then the epoch extension, which the seed's client just prints.
     assert await seed_example.line() == (
         '{"status":"subscribed","client_id":"athena_logging",'
-        '"message":"Subscribed via X-Athena-Client header"}'
+        f'"message":"Subscribed via X-Athena-Client header","epoch":"{memory_server.log.epoch}"}}'
     )
     answer = await publish(
         memory_server,
@@ -158,7 +159,7 @@ async def test_travel_client_from_the_protocol_page(node: str, memory_server: At
             await proc.proc.wait()
     assert lines[0] == (
         '{"status":"subscribed","client_id":"reader",'
-        '"message":"Subscribed via X-Athena-Client header"}'
+        f'"message":"Subscribed via X-Athena-Client header","epoch":"{memory_server.log.epoch}"}}'
     )
     assert lines[-1] == "closed 1000"
     expected: list[str] = []
@@ -175,6 +176,7 @@ async def test_travel_client_from_the_protocol_page(node: str, memory_server: At
             "count": min(10, 25 - page_start),
             "has_more": page_start + 10 < 25,
             "gaps": [],
+            "epoch": memory_server.log.epoch,
         }
         expected.append(wire(ack))
     assert lines[1:-1] == expected

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,6 +18,7 @@ import pytest
 from athena_cdc.config import Settings
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import (
+    RECV_TIMEOUT,
     client,
     event,
     get,
@@ -81,6 +87,8 @@ async def test_null_payload_is_an_event(server: AthenaServer) -> None:
     assert answer["seq"] == 1
 
 
+PAYLOAD = b'{"organization_id":"a","payload":%b}'
+
 BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("not json", b"{organization_id: a}", "invalid_json"),
     ("empty body", b"", "invalid_json"),
@@ -106,6 +114,44 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
         "invalid_event",
     ),
     ("nested array", b'[[{"organization_id":"a","payload":1}]]', "invalid_event"),
+    # Not finite: no standard parser reads these back (a Node client's JSON.parse
+    # throws on Infinity), on either decoding path (a 20-digit run takes the exact one).
+    ("overflow beside a long integer", PAYLOAD % b"[12345678901234567890,1e400]", "invalid_json"),
+    (
+        "overflow beside long digits in a string",
+        PAYLOAD % b'["12345678901234567890",-1E+999]',
+        "invalid_json",
+    ),
+    ("overflow", PAYLOAD % b"1e400", "invalid_json"),
+    ("NaN", PAYLOAD % b"NaN", "invalid_json"),
+    ("NaN beside a long integer", PAYLOAD % b"[NaN,12345678901234567890]", "invalid_json"),
+    ("Infinity", PAYLOAD % b"Infinity", "invalid_json"),
+    (
+        "-Infinity beside a long integer",
+        PAYLOAD % b"[-Infinity,-1234567890123456789]",
+        "invalid_json",
+    ),
+    # Too deep: a parser that recurses would fail on it (Python's json at ~1,000 levels).
+    (
+        "990 levels around a long integer",
+        PAYLOAD % (b"[" * 990 + b"12345678901234567890" + b"]" * 990),
+        "invalid_json",
+    ),
+    ("990 levels", PAYLOAD % (b"[" * 990 + b"]" * 990), "invalid_json"),
+    ("255 levels in an array", b"[" + PAYLOAD % (b"[" * 255 + b"]" * 255) + b"]", "invalid_json"),
+    (
+        "300 levels in an ignored key",
+        b'{"organization_id":"a","payload":1,"x":' + b"[" * 300 + b"]" * 300 + b"}",
+        "invalid_json",
+    ),
+    ("2000 levels, more than any parser's limit", b"[" * 2000 + b"]" * 2000, "invalid_json"),
+    ("not UTF-8", PAYLOAD % b'"\xff\xfe"', "invalid_json"),
+    ("not UTF-8 beside a long integer", PAYLOAD % b'["\xff",12345678901234567890]', "invalid_json"),
+    (
+        "a lone surrogate beside a long integer",
+        PAYLOAD % b'["\\ud800",12345678901234567890]',
+        "invalid_json",
+    ),
 ]
 
 
@@ -122,6 +168,61 @@ async def test_bad_body_is_400_json_and_appends_nothing(
     assert await travel_all(server, "a") == []
     [first] = await publish(server, event("a", "ok"))
     assert first["seq"] == 1, "a rejected request must not use up seqs"
+
+
+BIG_INTEGERS = (
+    b"[123456789012345678901234567890,-98765432109876543210987654321,18446744073709551616,"
+    b'-9223372036854775809,18446744073709551615,-9223372036854775808,"12345678901234567890",'
+    b"1" + b"7" * 5000 + b"]"
+)
+
+
+async def test_integers_of_any_size_keep_their_exact_digits(server: AthenaServer) -> None:
+    """Beyond 64 bits, and beyond the 4,300 digits Python converts: stored and sent as sent."""
+    async with client(server, "big") as c:
+        status, answer = await post_events(
+            server, data=b'{"organization_id":"big","payload":%b}' % BIG_INTEGERS
+        )
+        assert status == 201, answer
+        live = await c.recv_raw()
+        assert live.encode().endswith(b',"payload":%b}}' % BIG_INTEGERS), live[:200]
+        await c.send({"type": "travel", "organization_id": "big"})
+        replayed = await c.recv_raw()
+        assert replayed == live
+        assert json.loads(replayed, parse_int=str)["data"]["payload"][-1] == "1" + "7" * 5000
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"7" + b"]" * depth
+
+
+@pytest.mark.parametrize("long_number", [False, True], ids=["orjson", "exact path"])
+async def test_payload_nested_254_levels_in_an_array_is_accepted_intact(
+    memory_server: AthenaServer, long_number: bool
+) -> None:
+    """The limit: a batch body of 256 levels, the payload's 254 of them."""
+    payload = nested(254)
+    if long_number:
+        payload = payload.replace(b"7", b"12345678901234567890")
+    body = b"[" + PAYLOAD % payload + b"]"
+    status, answer = await post_events(memory_server, data=body)
+    assert status == 201, answer
+    async with client(memory_server, "reader") as c:
+        await c.send({"type": "travel", "organization_id": "a"})
+        text = await c.recv_raw()
+        assert text.encode().endswith(b',"payload":%b}}' % payload)
+
+
+async def test_deep_nesting_is_answered_in_json_not_a_500(memory_server: AthenaServer) -> None:
+    for depth in (255, 300, 990, 5000, 100_000):
+        for number in (b"7", b"12345678901234567890"):
+            body = PAYLOAD % nested(depth).replace(b"7", number)
+            status, answer = await post_events(memory_server, data=body)
+            assert (status, answer["error"]) == (400, "invalid_json"), (depth, answer)
+            assert "nested more than 254 levels" in answer["message"], answer
+    async with client(memory_server, "reader") as c:
+        events, _ = await c.travel(organization_id="a")
+        assert events == []
 
 
 async def test_one_bad_item_rejects_the_whole_array(server: AthenaServer) -> None:
@@ -228,6 +329,134 @@ async def test_publish_key_is_required_when_configured() -> None:
 async def test_no_key_is_needed_when_none_is_configured(memory_server: AthenaServer) -> None:
     status, _ = await post_events(memory_server, event("a", 1), key="anything")
     assert status == 201
+
+
+ACCEPTED_MEDIA_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "Application/JSON; Charset=UTF-8",
+    'application/json;charset="utf8"',
+]
+REFUSED_MEDIA_TYPES = [
+    None,  # no Content-Type at all
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/octet-stream",
+    "text/json",
+    "application/jsonx",
+    "application/json; charset=latin-1",
+    "application/ld+json",
+    "application/json\xff\xfe",  # not even UTF-8
+]
+
+
+@pytest.mark.parametrize("content_type", ACCEPTED_MEDIA_TYPES)
+async def test_json_media_type_is_accepted(memory_server: AthenaServer, content_type: str) -> None:
+    status, answer = await post_events(
+        memory_server, event("a", 1), headers={"Content-Type": content_type}
+    )
+    assert status == 201, answer
+
+
+@pytest.mark.parametrize("content_type", REFUSED_MEDIA_TYPES)
+async def test_other_media_types_are_415_json_and_append_nothing(
+    memory_server: AthenaServer, content_type: str | None
+) -> None:
+    """A web page can send these cross-origin without a CORS preflight: never accepted."""
+    head = b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if content_type is not None:
+        head += b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+    status, content, answer = await raw_post(
+        memory_server, head, b'{"organization_id":"a","payload":1}'
+    )
+    assert status == 415, answer
+    assert content.startswith("application/json")
+    body = json.loads(answer)
+    assert body["error"] == "unsupported_media_type" and "application/json" in body["message"]
+    async with client(memory_server, "reader") as c:
+        events, _ = await c.travel(organization_id="a")
+        assert events == []
+
+
+async def raw_post(server: AthenaServer, head: bytes, body: bytes) -> tuple[int, str, bytes]:
+    """POST by hand (``head``: request line and header lines): status, content type, body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        raw_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT)
+        lines = raw_head.decode("latin-1").split("\r\n")
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
+        length = int(headers.get("content-length", "0"))
+        answer = await asyncio.wait_for(reader.readexactly(length), RECV_TIMEOUT)
+        return int(lines[0].split()[1]), headers.get("content-type", ""), answer
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "key", [b"\xff\xfe", b"s3cr\xc3\xa9t", b"\xe2\x82\xac", b"s3cret\x80"], ids=repr
+)
+async def test_publish_key_that_is_not_ascii_is_401_json(key: bytes) -> None:
+    async with running_server(store="memory", publish_key="s3cret") as srv:
+        head = (
+            b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-Athena-Key: " + key + b"\r\n"
+        )
+        status, content, answer = await raw_post(srv, head, b'{"organization_id":"a","payload":1}')
+        assert status == 401, answer
+        assert content.startswith("application/json")
+        assert json.loads(answer)["error"] == "unauthorized"
+
+
+async def test_non_ascii_publish_key_works_as_utf8() -> None:
+    async with running_server(store="memory", publish_key="clé-€") as srv:
+        head = (
+            b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-Athena-Key: " + "clé-€".encode() + b"\r\n"
+        )
+        status, _, answer = await raw_post(srv, head, b'{"organization_id":"a","payload":1}')
+        assert status == 201, answer
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"),
+    [
+        ("flag", "must not be empty"),
+        ("env", "must not be empty"),
+        ("file", "must not be empty"),
+        ("flag-space", "white space"),
+    ],
+)
+def test_empty_publish_key_stops_the_server_naming_the_option(
+    tmp_path: Path, how: str, problem: str
+) -> None:
+    """An empty key must not quietly mean "no key" (publishing open to anyone)."""
+    args = [sys.executable, "-m", "athena_cdc", "serve", "--store", "memory", "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATHENA_CDC_")}
+    named = {
+        "flag": "--publish-key",
+        "flag-space": "--publish-key",
+        "env": "ATHENA_CDC_PUBLISH_KEY",
+    }
+    if how == "flag":
+        args += ["--publish-key", ""]
+    elif how == "flag-space":
+        args += ["--publish-key", " s3cret"]
+    elif how == "env":
+        env["ATHENA_CDC_PUBLISH_KEY"] = ""
+    else:
+        config = tmp_path / "athena.toml"
+        config.write_text('publish-key = ""\n')
+        args += ["--config", str(config)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done
+    [line] = done.stderr.strip().splitlines()
+    assert problem in line and named.get(how, "publish_key") in line, line
 
 
 async def test_health_and_ready(server: AthenaServer) -> None:

@@ -24,6 +24,7 @@ ACK_KEYS = [
     "count",
     "has_more",
     "gaps",
+    "epoch",
 ]
 
 
@@ -262,7 +263,8 @@ async def test_ack_exact_form(server: AthenaServer) -> None:
         raw = await c.recv_raw()
         assert raw == (
             '{"status":"travel_complete","organization_id":"a","since_seq":1,'
-            '"since_ts_ms":null,"limit":1,"count":1,"has_more":true,"gaps":[]}'
+            '"since_ts_ms":null,"limit":1,"count":1,"has_more":true,"gaps":[],'
+            f'"epoch":"{server.log.epoch}"}}'
         )
 
 

@@ -3,10 +3,10 @@
 glibc's malloc keeps freed memory inside its heap for reuse, and a heap whose top is
 still in use (a recent event) cannot shrink: after a flood of large requests the
 process kept ~100 MB it no longer used (measured: RSS 156 MB with a 16 MiB log, 66 MB
-after ``malloc_trim(0)``). So, at most once a second and only after enough bytes went
-through the log, ``malloc_trim(0)`` runs in a worker thread (it takes ~12 ms to give
-back 100 MB, which the event loop does not wait for). Elsewhere than glibc it is a
-no-op.
+after ``malloc_trim(0)``). So, at most once a second after enough bytes went through
+the log (and once more a second later), ``malloc_trim(0)`` runs in a worker thread
+(it takes ~12 ms to give back 100 MB, which the event loop does not wait for).
+Elsewhere than glibc it is a no-op.
 """
 
 from __future__ import annotations
@@ -71,11 +71,17 @@ class MemoryReleaser:
     async def _run(self) -> None:
         assert _malloc_trim is not None
         loop = asyncio.get_running_loop()
+        follow_up = False
         while True:
             await asyncio.sleep(TRIM_INTERVAL_S)
-            if self._churn < TRIM_AFTER_BYTES:
+            if self._churn >= TRIM_AFTER_BYTES:
+                # The request that was noted may still hold its memory now (it is noted
+                # when it reaches the log, freed after its answer): trim again next round.
+                self._churn, follow_up = 0, True
+            elif follow_up:
+                follow_up = False
+            else:
                 continue
-            self._churn = 0
             try:
                 await loop.run_in_executor(None, _malloc_trim, 0)
             except Exception:  # never worth stopping the server for

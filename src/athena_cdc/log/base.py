@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from athena_cdc.log.epoch import new_epoch
 from athena_cdc.protocol.frames import frame_header_length, text_frame
 from athena_cdc.protocol.messages import encode_event
 
@@ -153,6 +154,11 @@ class EventLog(abc.ABC):
 
     def __init__(self) -> None:
         self._listeners: list[AppendListener] = []
+        # Invariant 6: a short random string fixed when the log is created; it changes
+        # whenever the log's seqs could restart. Sent in "subscribed" and every
+        # "travel_complete". A log that lives in this process only gets a new one per
+        # start (this default); a durable backend sets its stored epoch in open().
+        self.epoch: str = new_epoch()
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook

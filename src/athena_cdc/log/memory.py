@@ -1,11 +1,15 @@
 """The memory backend: the whole log in per-channel rings. Fast, and lost on restart.
 
+Seqs restart at 1 with each process, so each start has a new epoch (set by
+:class:`EventLog`), and clients start their channels over.
+
 Everything it holds counts against ``memory_limit``: the rings (events and a fixed
 cost per channel that holds events) and, for each channel whose events have all been
 dropped, a small counter of its last seq and ts. That counter cannot be forgotten --
-the channel's seqs would start again at 1 (invariant 1) -- so counters may take at
-most half the limit; beyond that, appends that name a channel never seen before are
-refused (StorageUnavailable, HTTP 503), while known channels keep working.
+the channel's seqs would start again at 1 under the same epoch (invariant 1) -- so
+counters may take at most half the limit; beyond that, appends that name a channel
+never seen before are refused (StorageUnavailable, HTTP 503), while known channels
+keep working.
 """
 
 from __future__ import annotations

@@ -12,9 +12,14 @@ from typing import Any
 
 import orjson
 
+from athena_cdc.protocol import json_values
+
 DEFAULT_TRAVEL_LIMIT = 10_000
 MAX_TRAVEL_LIMIT = 50_000
 MAX_CHANNEL_LENGTH = 256
+# Cursors are compared with seqs and times that the logs keep as signed 64-bit integers
+# (sqlite cannot even bind a larger one); no real seq or ts_ms comes near this.
+MAX_CURSOR = 2**63 - 1
 
 
 class ProtocolError(Exception):
@@ -62,8 +67,8 @@ ClientMessage = Travel | Subscribe | Unsubscribe | Ping
 def parse_client_message(data: bytes | str) -> ClientMessage:
     """Parse one text frame from a client, or raise :class:`ProtocolError`."""
     try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        obj = json_values.loads(data)
+    except json_values.JsonError:
         raise ProtocolError("invalid_json", "The message is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError("invalid_message", "A message must be a JSON object.")
@@ -97,6 +102,8 @@ def _parse_travel(obj: dict[str, Any]) -> Travel:
     limit = DEFAULT_TRAVEL_LIMIT
     raw_limit = obj.get("limit")
     if raw_limit is not None:
+        if isinstance(raw_limit, json_values.BigInteger) and not raw_limit.negative:
+            raw_limit = MAX_TRAVEL_LIMIT  # any size is clamped; this one is beyond 64 bits
         if not _is_int(raw_limit) or raw_limit < 1:
             raise ProtocolError(
                 "invalid_field", '"limit" must be an integer of at least 1.', "limit"
@@ -114,8 +121,10 @@ def _non_negative_int(obj: dict[str, Any], name: str) -> int | None:
     value = obj.get(name)
     if value is None:
         return None
-    if not _is_int(value) or value < 0:
-        raise ProtocolError("invalid_field", f'"{name}" must be an integer of at least 0.', name)
+    if not _is_int(value) or not 0 <= value <= MAX_CURSOR:
+        raise ProtocolError(
+            "invalid_field", f'"{name}" must be an integer from 0 to {MAX_CURSOR}.', name
+        )
     assert isinstance(value, int)
     return value
 
@@ -152,7 +161,10 @@ def channel_problem(name: str) -> str | None:
 
 
 def _short(value: object) -> str:
-    text = orjson.dumps(value).decode()
+    try:
+        text = json_values.dumps(value).decode()
+    except json_values.JsonError:  # a lone surrogate, or nested too deep
+        text = ascii(value[:40]) if isinstance(value, str) else type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -172,18 +184,21 @@ def encode_event(channel: str, seq: int, ts_ms: int, payload: bytes) -> bytes:
     )
 
 
-def subscribed_message(client_id: str, channel: str | None = None) -> bytes:
+def subscribed_message(
+    client_id: str, channel: str | None = None, *, epoch: str | None = None
+) -> bytes:
+    body: dict[str, str]
     if channel is None:
-        return orjson.dumps(
-            {
-                "status": "subscribed",
-                "client_id": client_id,
-                "message": "Subscribed via X-Athena-Client header",
-            }
-        )
-    return orjson.dumps(
-        {"status": "subscribed", "client_id": client_id, "organization_id": channel}
-    )
+        body = {
+            "status": "subscribed",
+            "client_id": client_id,
+            "message": "Subscribed via X-Athena-Client header",
+        }
+    else:
+        body = {"status": "subscribed", "client_id": client_id, "organization_id": channel}
+    if epoch is not None:
+        body["epoch"] = epoch  # extension, after the original keys
+    return orjson.dumps(body)
 
 
 def unsubscribed_message(client_id: str, channel: str) -> bytes:
@@ -208,16 +223,18 @@ def travel_complete_message(
     count: int,
     has_more: bool,
     gaps: list[dict[str, Any]],
+    epoch: str | None = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "status": "travel_complete",
-            "organization_id": travel.organization_id,
-            "since_seq": travel.since_seq,
-            "since_ts_ms": travel.since_ts_ms,
-            "limit": travel.limit,
-            "count": count,
-            "has_more": has_more,
-            "gaps": gaps,
-        }
-    )
+    body: dict[str, Any] = {
+        "status": "travel_complete",
+        "organization_id": travel.organization_id,
+        "since_seq": travel.since_seq,
+        "since_ts_ms": travel.since_ts_ms,
+        "limit": travel.limit,
+        "count": count,
+        "has_more": has_more,
+        "gaps": gaps,
+    }
+    if epoch is not None:
+        body["epoch"] = epoch
+    return orjson.dumps(body)

@@ -20,7 +20,9 @@ from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
+from athena_cdc.server.deadlines import Deadlines, DeadlineTCPSite
 from athena_cdc.server.http_errors import JsonErrorAppRunner
+from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
@@ -56,6 +58,7 @@ def make_log(settings: Settings) -> EventLog:
         retention_age=settings.retention_age,
         memory_limit=settings.memory_limit,
         synchronous=settings.sqlite_synchronous,
+        on_damage=settings.on_damage,
     )
 
 
@@ -82,7 +85,15 @@ class AthenaServer:
             self.metrics,
             slow_consumer_limit=settings.slow_consumer_limit,
             ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             rate_limit=settings.client_rate_limit,
+        )
+        self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self.deadlines = Deadlines(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            tls_handshake_timeout=settings.tls_handshake_timeout,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -97,7 +108,7 @@ class AthenaServer:
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
         app = web.Application(client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES)
-        app.router.add_get("/ws", self.websocket.handle)
+        app.router.add_get("/ws", self.limits.guard(self.websocket.handle))
         app.router.add_post("/events", publish.handle)
         app.router.add_get("/health", ops.health)
         app.router.add_get("/ready", ops.ready)
@@ -116,8 +127,10 @@ class AthenaServer:
         self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
         self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
+        quiet_accept_errors(asyncio.get_running_loop())
         self._runner = JsonErrorAppRunner(
             self._build_app(),
+            deadlines=self.deadlines,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,
@@ -126,13 +139,14 @@ class AthenaServer:
             lingering_time=1.0,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(
+        self._site = DeadlineTCPSite(
             self._runner,
             self.settings.host,
             self.settings.port,
             backlog=8192,
             reuse_address=True,
             ssl_context=self._tls_context(),
+            tls_handshake_timeout=self.deadlines.tls_handshake_timeout,
         )
         await self._site.start()
         server: Any = self._site._server  # the asyncio.Server, for the bound port

@@ -7,6 +7,7 @@ queue (see :mod:`athena_cdc.hub.connection`), which keeps the order of messages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,14 +18,28 @@ from aiohttp import WSMsgType, web
 from athena_cdc.hub.connection import Connection
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
+from athena_cdc.logging_limits import RateLimitedLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import messages as m
-from athena_cdc.protocol.handshake import CLIENT_HEADER, HandshakeRejected, client_name
+from athena_cdc.protocol.handshake import (
+    CLIENT_HEADER,
+    WEBSOCKET_VERSION,
+    HandshakeRejected,
+    client_name,
+    handshake_header_problem,
+    unsupported_websocket_version,
+)
+from athena_cdc.server.frame_guard import GuardedWebSocketResponse
+from athena_cdc.server.keepalive import KeepAlive
 from athena_cdc.server.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)  # one bug, hit by every client, is one record a second
 
 MAX_MESSAGE_BYTES = 64 * 1024
+INVALID_TEXT_CODE = 1007  # RFC 6455: a text message that is not UTF-8
+YIELD_EVERY_MESSAGES = 16  # messages read from one client between turns of the event loop
+_CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
 
 
 class WebSocketEndpoint:
@@ -36,6 +51,7 @@ class WebSocketEndpoint:
         *,
         slow_consumer_limit: int,
         ping_interval: float,
+        ping_timeout: float = 45.0,
         rate_limit: float | None = None,
     ) -> None:
         self.log = event_log
@@ -43,12 +59,32 @@ class WebSocketEndpoint:
         self.metrics = metrics
         self.slow_consumer_limit = slow_consumer_limit
         self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.rate_limit = rate_limit
         self.accepting = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        version = unsupported_websocket_version(request.headers)
+        if version is not None:
+            self.metrics.rejected_upgrades.inc()
+            return web.json_response(
+                {
+                    "error": "Unsupported WebSocket version",
+                    "message": f"This server speaks WebSocket version {WEBSOCKET_VERSION} "
+                    f"(RFC 6455); the upgrade asked for version {version!r}.",
+                    "hint": f"Send 'Sec-WebSocket-Version: {WEBSOCKET_VERSION}' (any current "
+                    "WebSocket client does).",
+                },
+                status=426,
+                headers={"Sec-WebSocket-Version": WEBSOCKET_VERSION},
+                dumps=_dumps,
+            )
+        problem = handshake_header_problem(request.headers)
+        if problem is not None:
+            self.metrics.rejected_upgrades.inc()
+            return _invalid_upgrade(problem)
         try:
-            name = client_name(request.headers.get(CLIENT_HEADER), request.query.get("client"))
+            name = client_name(request.headers.get(CLIENT_HEADER), request.rel_url.raw_query_string)
         except HandshakeRejected as rejected:
             self.metrics.rejected_upgrades.inc()
             return web.json_response(rejected.body(), status=400, dumps=_dumps)
@@ -62,14 +98,29 @@ class WebSocketEndpoint:
                 status=503,
                 dumps=_dumps,
             )
-        ws = web.WebSocketResponse(
+        ws = GuardedWebSocketResponse(
             compress=False,  # frames must be the same bytes for every subscriber
-            heartbeat=self.ping_interval,
+            # Pings are answered by _serve, so that they count against the rate limit;
+            # the keep-alive is KeepAlive's, which counts any byte as a sign of life.
+            autoping=False,
+            heartbeat=None,
             max_msg_size=MAX_MESSAGE_BYTES + 1,  # aiohttp refuses sizes >= this value
+            # Text stays bytes: orjson checks UTF-8 as it parses (see _on_text).
             decode_text=False,
         )
-        if not ws.can_prepare(request).ok:
+        try:
+            ready = ws.can_prepare(request).ok
+        except ValueError:  # aiohttp failing on a value it did not expect (was a 500)
+            ready = False
+        if not ready:
             self.metrics.rejected_upgrades.inc()
+            if request.headers.get("Upgrade", "").strip().lower() == "websocket":
+                # An upgrade, but a broken one (no 'Connection: Upgrade', a key that is
+                # not 16 bytes of base64, ...): aiohttp would answer in plain text.
+                return _invalid_upgrade(
+                    "The upgrade request is not a valid WebSocket opening handshake "
+                    "(RFC 6455 section 4.1)."
+                )
             return web.json_response(
                 {
                     "error": "WebSocket upgrade required",
@@ -91,23 +142,59 @@ class WebSocketEndpoint:
             ws=ws,
             drain=writer.drain,
         )
+        ws.before_close = conn.flush
+        guard = ws.guard
+        assert guard is not None
+        keepalive = KeepAlive(
+            transport,
+            lambda: guard.last_heard,
+            interval=self.ping_interval,
+            timeout=self.ping_timeout,
+            on_silent=lambda silent: _drop_silent(conn, transport, silent),
+        )
         self.metrics.connections_total.inc()
         self.hub.add(conn)
         try:
             # Subscribe and queue "subscribed" in one step: no event can slip between.
             self.hub.subscribe(conn, name)
-            conn.send(m.subscribed_message(name))
+            conn.send(m.subscribed_message(name, epoch=self.log.epoch))
             await self._serve(ws, conn)
         finally:
+            keepalive.stop()
             self.hub.remove(conn)
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
         limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
-        async for msg in ws:
+        since_yield = 0
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind in _CLOSED:
+                return
+            if kind is WSMsgType.ERROR:
+                # aiohttp has sent the close frame (1002, 1007 or 1009) and drops the socket.
+                log.debug("client %r: %s", conn.client_id, msg.data)
+                continue
             if conn.closing:
                 continue  # closing: read on until the close handshake ends
-            if limiter is not None and not limiter.allow():
+            since_yield += 1
+            if since_yield == YIELD_EVERY_MESSAGES:
+                # Queued messages are read without a pause: let other clients' work
+                # (and live events) through now and then.
+                since_yield = 0
+                await asyncio.sleep(0)
+            # Every frame counts, control frames too; a ping over the rate is dropped
+            # unanswered (the peer gets its pong once it slows down).
+            allowed = limiter is None or limiter.allow()
+            if kind is WSMsgType.PING:
+                if allowed:
+                    with contextlib.suppress(ConnectionError):
+                        await ws.pong(msg.data)
+                continue
+            if kind is WSMsgType.PONG:
+                continue  # its arrival was noted by the frame guard (keep-alive)
+            if not allowed:
                 self._error(
                     conn,
                     m.ProtocolError(
@@ -116,29 +203,33 @@ class WebSocketEndpoint:
                     ),
                 )
                 continue
-            if msg.type is WSMsgType.TEXT:
+            if kind is WSMsgType.TEXT:
                 await self._on_text(conn, msg.data)
-            elif msg.type is WSMsgType.BINARY:
+            elif kind is WSMsgType.BINARY:
                 self._error(
                     conn,
                     m.ProtocolError(
                         "invalid_message", "Binary frames are not accepted; send JSON text frames."
                     ),
                 )
-            elif msg.type is WSMsgType.ERROR:
-                log.debug("client %r: %s", conn.client_id, ws.exception())
 
     async def _on_text(self, conn: Connection, data: bytes | str) -> None:
         try:
             message = m.parse_client_message(data)
         except m.ProtocolError as error:
+            if error.code == "invalid_json" and not _is_utf8(data):
+                # RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
+                # (orjson refused it while parsing: the check costs nothing on valid text.)
+                conn.flush()  # replies already queued go out first
+                conn.close(INVALID_TEXT_CODE, "text message is not valid UTF-8")
+                return
             self._error(conn, error)
             return
         try:
             await self._act(conn, message)
         except Exception:
             # A bug must not cost the client its connection, nor its place in the stream.
-            log.exception("client %r: handling %r failed", conn.client_id, message)
+            failures.exception("client %r: handling %r failed", conn.client_id, message)
             self._error(conn, m.ProtocolError("internal_error", "The server failed to answer."))
 
     async def _act(self, conn: Connection, message: m.ClientMessage) -> None:
@@ -146,7 +237,9 @@ class WebSocketEndpoint:
             await self._travel(conn, message)
         elif isinstance(message, m.Subscribe):
             self.hub.subscribe(conn, message.organization_id)
-            conn.send(m.subscribed_message(conn.client_id, message.organization_id))
+            conn.send(
+                m.subscribed_message(conn.client_id, message.organization_id, epoch=self.log.epoch)
+            )
         elif isinstance(message, m.Unsubscribe):
             self.hub.unsubscribe(conn, message.organization_id)
             conn.send(m.unsubscribed_message(conn.client_id, message.organization_id))
@@ -186,6 +279,7 @@ class WebSocketEndpoint:
                         {"organization_id": g.channel, "from_seq": g.from_seq, "to_seq": g.to_seq}
                         for g in reader.gaps
                     ],
+                    epoch=self.log.epoch,
                 )
             )
             self.metrics.replayed.inc(reader.count)
@@ -198,3 +292,32 @@ class WebSocketEndpoint:
 
 def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
+
+
+def _invalid_upgrade(message: str) -> web.Response:
+    return web.json_response(
+        {
+            "error": "Invalid WebSocket upgrade",
+            "message": message,
+            "hint": "Send 'Connection: Upgrade' and a 'Sec-WebSocket-Key' of 16 random bytes "
+            "in base64, as any WebSocket client does.",
+        },
+        status=400,
+        dumps=_dumps,
+    )
+
+
+def _is_utf8(data: bytes | str) -> bool:
+    if isinstance(data, str):
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _drop_silent(conn: Connection, transport: asyncio.Transport, silent: float) -> None:
+    """A peer silent past --ping-timeout is presumed gone: no close handshake, just drop."""
+    log.info("dropping client %r: nothing received for %.0f s", conn.client_id, silent)
+    transport.abort()

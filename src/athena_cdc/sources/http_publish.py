@@ -8,9 +8,6 @@ appended atomically. The 201 answer is sent only once the events are durable.
 from __future__ import annotations
 
 import hmac
-import json
-import re
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,11 +15,16 @@ from aiohttp import web
 
 from athena_cdc.log.base import EventLog, NewEvent, StorageUnavailable
 from athena_cdc.metrics import Metrics
+from athena_cdc.protocol import json_values
 from athena_cdc.protocol.messages import channel_problem
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 10_000
 KEY_HEADER = "X-Athena-Key"
+# Only this media type: a web page can POST text/plain, form and multipart bodies to any
+# origin without asking (no CORS preflight), so accepting them would let any page publish
+# through a visitor's browser. JSON is UTF-8 (RFC 8259): another charset is refused too.
+MEDIA_TYPE = "application/json"
 
 
 class PublishError(Exception):
@@ -47,33 +49,11 @@ class PublishError(Exception):
         return response
 
 
-# orjson reads integers exactly from -2**63 to 2**64-1 and silently turns anything
-# beyond into a float. 20 digits, or a minus and 19, may be beyond: such bodies (rare;
-# nanosecond timestamps and snowflake ids have 19 digits) take the exact path of the
-# standard library.
-_LONG_NUMBER = re.compile(rb"\d{20}|-\d{19}")
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _decode(body: bytes) -> tuple[Any, Callable[[Any], bytes]]:
-    """The body's JSON, and the encoder that gives its values back exactly."""
-    if not _LONG_NUMBER.search(body):
-        return orjson.loads(body), orjson.dumps
-    return json.loads(body, parse_constant=_reject_constant), _exact_dumps
-
-
-def _exact_dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def parse_events(body: bytes) -> list[NewEvent]:
     """Validate a request body into events to append, or raise :class:`PublishError`."""
     try:
-        data, dumps = _decode(body)
-    except (ValueError, UnicodeDecodeError) as exc:  # orjson's error is a ValueError
+        data = json_values.loads(body)
+    except json_values.JsonError as exc:
         raise PublishError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     items = data if isinstance(data, list) else [data]
     single = not isinstance(data, list)
@@ -105,10 +85,20 @@ def parse_events(body: bytes) -> list[NewEvent]:
             raise PublishError(400, "invalid_event", f'{where}"organization_id" {problem}.', at)
         if "payload" not in item:
             raise PublishError(400, "invalid_event", f'{where}"payload" is required.', at)
-        try:
-            payload = dumps(item["payload"])
-        except (ValueError, TypeError, UnicodeEncodeError) as exc:
-            raise PublishError(400, "invalid_json", f"{where}payload: {exc}", at) from None
+        payload = b""
+        for key, value in item.items():
+            # Other keys are ignored, but held to the same depth as the payload, so
+            # that no body nested deeper than MAX_DEPTH + 2 levels is ever accepted.
+            if key == "organization_id":
+                continue
+            try:
+                encoded = json_values.dumps(value)
+            except json_values.JsonError as exc:
+                raise PublishError(
+                    400, "invalid_json", f"{where}{_clip(repr(key))}: {exc}", at
+                ) from None
+            if key == "payload":
+                payload = encoded
         events.append(NewEvent(channel, payload))
     return events
 
@@ -124,18 +114,29 @@ class PublishEndpoint:
             response = await self._publish(request)
         except PublishError as error:
             response = error.response()
+            if request.can_read_body:
+                # Refused before the body was read: reading it now would only help a
+                # client that should not be sending it.
+                response.force_close()
         self.metrics.publish_requests.labels(str(response.status)).inc()
         return response
 
     async def _publish(self, request: web.Request) -> web.Response:
-        if self.publish_key is not None:
-            given = request.headers.get(KEY_HEADER, "")
-            if not hmac.compare_digest(given.encode(), self.publish_key.encode()):
-                raise PublishError(
-                    401,
-                    "unauthorized",
-                    f"Missing or wrong {KEY_HEADER} header; send the server's publish key.",
-                )
+        if self.publish_key is not None and not hmac.compare_digest(
+            _raw_header(request, KEY_HEADER), self.publish_key.encode()
+        ):
+            raise PublishError(
+                401,
+                "unauthorized",
+                f"Missing or wrong {KEY_HEADER} header; send the server's publish key.",
+            )
+        if not _is_json(request):
+            raise PublishError(
+                415,
+                "unsupported_media_type",
+                f"Send the body as JSON with the header 'Content-Type: {MEDIA_TYPE}' "
+                f"(got {_clip(request.headers.get('Content-Type', 'none'))!r}).",
+            )
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise _too_large()
         try:
@@ -161,6 +162,24 @@ class PublishEndpoint:
             status=201,
             content_type="application/json",
         )
+
+
+def _is_json(request: web.Request) -> bool:
+    charset = (request.charset or "utf-8").lower()
+    return request.content_type == MEDIA_TYPE and charset in ("utf-8", "utf8")
+
+
+def _raw_header(request: web.Request, name: str) -> bytes:
+    """A header's bytes as sent (its text need not be UTF-8; compare_digest takes bytes)."""
+    wanted = name.lower().encode()
+    for key, value in request.raw_headers:
+        if key.lower() == wanted:
+            return value
+    return b""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _too_large() -> PublishError:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from athena_cdc.sources.postgres.assembler import Chunk, TransactionAssembler
-from athena_cdc.sources.postgres.errors import DecodeError
+from athena_cdc.sources.postgres.errors import DecodeError, UnroutableChange
 from athena_cdc.sources.postgres.lsn import Position
 from athena_cdc.sources.postgres.routing import Router
 
@@ -51,7 +51,7 @@ def test_insert_payload() -> None:
 
 def test_update_key_only_old_and_unchanged_toast() -> None:
     msgs = [ORDERS, *txn(0x100, update(16390, [b"2", b"acme", "u"], [b"1", None, None], b"K"))]
-    [(channel, body)] = payloads(run(msgs))
+    [(channel, body)] = payloads(run(msgs, Router("organization_id", unroutable="skip")))
     assert channel == "acme"
     assert body["old"] == {"id": 1}  # key columns only
     assert body["new"] == {"id": 2, "organization_id": "acme"}  # TOASTed body left out
@@ -69,6 +69,55 @@ def test_row_moving_to_another_channel_is_sent_to_both() -> None:
     msgs = [ORDERS, *txn(0x100, update(16390, [b"1", b"beta", b"x"],
                                       [b"1", b"acme", b"x"], b"O"))]
     assert [channel for channel, _ in payloads(run(msgs))] == ["acme", "beta"]
+
+
+# organization_id is part of the key (default replica identity).
+ROUTED_KEY = relation(16392, "public", "lines",
+                      [("organization_id", 25, True), ("id", 23, True), ("qty", 23, False)])
+FULL = relation(16390, "public", "orders",
+                [("id", 23, True), ("organization_id", 25, True), ("body", 25, True)], "f")
+
+
+def test_row_moving_is_the_same_update_event_on_both_channels_old_first() -> None:
+    msgs = [FULL, *txn(0x100, update(16390, [b"1", b"beta", b"x"], [b"1", b"acme", b"x"], b"O"))]
+    chunk = run(msgs)[0]
+    (old_channel, left), (new_channel, arrived) = payloads([chunk])
+    assert (old_channel, new_channel) == ("acme", "beta")
+    assert left == arrived and left["op"] == "update"
+    assert left["old"]["organization_id"] == "acme" and left["new"]["organization_id"] == "beta"
+    assert (chunk.routed, chunk.unroutable) == (1, 0)
+
+
+def test_routing_column_in_the_key() -> None:
+    same = update(16392, [b"acme", b"1", b"5"], None, b"")  # key unchanged: no old row
+    moved = update(16392, [b"beta", b"1", b"5"], [b"acme", b"1", None], b"K")
+    gone = delete(16392, [b"beta", b"1", None], b"K")
+    channels = [c for c, _ in payloads(run([ROUTED_KEY, *txn(0x100, same, moved, gone)]))]
+    assert channels == ["acme", "acme", "beta", "beta"]
+
+
+def test_unknown_old_channel_is_refused_by_default() -> None:
+    no_old = update(16390, [b"1", b"acme", b"x"], None, b"")
+    for change in (delete(16390, [b"1", None, None], b"K"), no_old):
+        with pytest.raises(UnroutableChange) as caught:
+            run([ORDERS, *txn(0x1A2B3C8, insert(16390, [b"1", b"acme", b"x"]), change)])
+        message = str(caught.value)
+        assert "\n" not in message and "table public.orders" in message
+        assert "ALTER TABLE public.orders REPLICA IDENTITY FULL;" in message
+        assert "0/1A2B3C8" in message and caught.value.commit_lsn == 0x1A2B3C8
+
+
+def test_unknown_old_channel_fallbacks() -> None:
+    changes = txn(0x100, update(16390, [b"1", b"acme", b"x"], None, b""),
+                  delete(16390, [b"1", None, None], b"K"))
+    skipped = run([ORDERS, *changes], Router("organization_id", "misc", unroutable="skip"))[0]
+    assert [c for c, _ in payloads([skipped])] == ["acme"]  # the update: new channel only
+    assert (skipped.routed, skipped.skipped, skipped.unroutable) == (1, 1, 2)
+    router = Router("organization_id", "misc", unroutable="default-channel")
+    assert [c for c, _ in payloads(run([ORDERS, *changes], router))] == ["acme", "misc"]
+    # A table override routes without the column: nothing is unknown.
+    router = Router("organization_id", table_channels={"public.orders": "orders"})
+    assert [c for c, _ in payloads(run([ORDERS, *changes], router))] == ["orders", "orders"]
 
 
 def test_delete_routes_by_old_row() -> None:

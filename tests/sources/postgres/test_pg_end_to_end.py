@@ -52,6 +52,7 @@ async def travel_all(server: ServerProcess, channel: str) -> list[dict[str, Any]
 
 async def test_sigkill_while_commits_stream_in(db: Db, tmp_path: Path) -> None:
     db.sql("CREATE TABLE items (id int PRIMARY KEY, organization_id text)")
+    db.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # routable deletes
     args = ["--source", db.dsn, "--pg-slot", db.slot, "--store", "sqlite",
             "--data-dir", str(tmp_path / "data")]
     committed = 0

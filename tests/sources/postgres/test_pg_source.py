@@ -25,7 +25,9 @@ async def test_every_operation(db: Db, memlog: MemoryLog) -> None:
     db.sql("CREATE TABLE orders (id int PRIMARY KEY, organization_id text, total int)")
     db.sql("CREATE TABLE notes (id int PRIMARY KEY, organization_id text, note text)")
     db.sql("ALTER TABLE notes REPLICA IDENTITY FULL")
-    source = db.source(memlog, db.settings(default_channel="misc"))
+    # orders' key lacks organization_id: its deletes go to the default channel (fallback).
+    source = db.source(memlog, db.settings(default_channel="misc",
+                                           pg_unroutable="default-channel"))
     await source.start()
     assert source.health() is None
     db.sql("INSERT INTO orders VALUES (1, 'acme', 10)")
@@ -58,17 +60,20 @@ async def test_every_operation(db: Db, memlog: MemoryLog) -> None:
     # Counted when the append returns to the source, a moment after the log has them.
     await eventually(lambda: source.transactions == 8, what="8 transactions counted")
     assert source.rows_applied == 8
+    # Both updates and the delete of orders had no old channel; the fallback counted them.
+    assert source.rows_unroutable == 3
 
 
 TYPES = """
 CREATE TYPE mood AS ENUM ('sad', 'happy');
 CREATE TABLE everything (
-    id int PRIMARY KEY, organization_id text,
+    id int, organization_id text,
     i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, nan float8, num numeric(12,4),
     b bool, j json, jb jsonb, ts timestamp, tstz timestamptz, d date, t time, ttz timetz,
     iv interval, by bytea, u uuid, m mood, tx text, vc varchar(10), ch char(3),
     ai int[], ai2 int8[][], at text[], af float8[], ab bool[], an numeric[], ajb jsonb[],
-    ip inet, big text
+    ip inet, big text,
+    PRIMARY KEY (id, organization_id)  -- the routing column in the key: deletes are routable
 )"""
 
 ROW = """
@@ -121,6 +126,7 @@ async def test_type_mapping(db: Db, memlog: MemoryLog) -> None:
 
 async def test_transaction_spanning_channels_and_skipped_rows(db: Db, memlog: MemoryLog) -> None:
     db.sql("CREATE TABLE items (id int PRIMARY KEY, organization_id text)")
+    db.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # routable deletes
     db.sql("CREATE TABLE audit (id serial PRIMARY KEY, what text)")
     settings = db.settings(pg_table_channels={"public.audit": "audit-log"})
     source = db.source(memlog, settings)
@@ -167,6 +173,7 @@ def writer(db: Db, commits: int, stop: threading.Event) -> threading.Thread:
 
 async def test_exactly_once_across_restarts(db: Db, tmp_path: Path) -> None:
     db.sql("CREATE TABLE items (id int PRIMARY KEY, organization_id text)")
+    db.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # routable deletes
     data = str(tmp_path / "log")
     # The slot is never confirmed by the first two sources (feedback far in the
     # future), so PostgreSQL sends everything again: only the log's position can
@@ -225,6 +232,7 @@ async def test_exactly_once_across_restarts(db: Db, tmp_path: Path) -> None:
 
 async def test_postgres_restart_under_the_source(db: Db, memlog: MemoryLog) -> None:
     db.sql("CREATE TABLE items (id int PRIMARY KEY, organization_id text)")
+    db.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # routable deletes
     source = db.source(memlog)
     await source.start()
     db.sql("INSERT INTO items VALUES (1, 'acme')")
@@ -254,6 +262,7 @@ def rss_bytes() -> int:
 async def test_large_transaction_with_bounded_memory(db: Db, tmp_path: Path) -> None:
     rows = 100_000
     db.sql("CREATE TABLE wide (id int PRIMARY KEY, organization_id text, body text)")
+    db.sql("ALTER TABLE wide REPLICA IDENTITY FULL")  # routable deletes
     log = SqliteLog(str(tmp_path / "log"), retention_events=1_000_000,
                     memory_limit=2 * 1024**2, synchronous="normal")
     await log.open()
@@ -324,6 +333,7 @@ async def test_log_failure_is_retried_and_reported(db: Db) -> None:
     log = FlakyLog()
     await log.open()
     db.sql("CREATE TABLE items (id int PRIMARY KEY, organization_id text)")
+    db.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # routable deletes
     source = db.source(log)
     await source.start()
     db.sql("INSERT INTO items VALUES (1, 'acme')")

@@ -23,7 +23,8 @@ import orjson
 
 from athena_cdc.log.base import NewEvent
 from athena_cdc.sources.postgres import pgoutput
-from athena_cdc.sources.postgres.errors import DecodeError
+from athena_cdc.sources.postgres.errors import DecodeError, UnroutableChange
+from athena_cdc.sources.postgres.identity import REFUSE, TableIdentity, from_relation
 from athena_cdc.sources.postgres.lsn import COMPLETE, Position, format_lsn
 from athena_cdc.sources.postgres.routing import Router
 from athena_cdc.sources.postgres.values import Converter, converter_for
@@ -42,6 +43,7 @@ class Chunk:
     changes: int = 0  # row changes decoded into this chunk (routed or skipped)
     routed: int = 0  # changes that became at least one event
     skipped: int = 0  # changes that had no channel
+    unroutable: int = 0  # updates/deletes whose old channel was unknown (a fallback applied)
     nbytes: int = 0
     replayed: bool = False  # already in the log: decoded only to move past it
 
@@ -57,12 +59,15 @@ class TableInfo:
     is_key: list[bool]
     route_index: int | None
     channel: str | None  # per-table override
+    identity: TableIdentity
+    unroutable: bool  # the old row of an update/delete lacks the routing column
 
     @classmethod
     def build(cls, relation: pgoutput.Relation, router: Router) -> TableInfo:
         names = [c.name for c in relation.columns]
         qualified = f"{relation.schema}.{relation.name}"
         route = router.route_column
+        identity = from_relation(relation, route)
         return cls(
             relation,
             qualified,
@@ -71,6 +76,8 @@ class TableInfo:
             [c.is_key for c in relation.columns],
             names.index(route) if route in names else None,
             router.table_channel(qualified),
+            identity,
+            router.is_unroutable(identity),
         )
 
     def row(
@@ -97,6 +104,18 @@ class TableInfo:
             return None
         raw = values[self.route_index]
         return None if raw is UNCHANGED else raw
+
+    def route_unchanged(self, values: list[pgoutput.Value]) -> bool:
+        """Whether the routing column is an unchanged TOASTed value (not sent)."""
+        index = self.route_index
+        return index is not None and index < len(values) and values[index] is UNCHANGED
+
+    def old_has_route(self, old: list[pgoutput.Value] | None, old_is_key: bool) -> bool:
+        """Whether an old row image holds the routing column (a key-only one may not)."""
+        index = self.route_index
+        if old is None or index is None or index >= len(old):
+            return False
+        return (not old_is_key or self.is_key[index]) and old[index] is not UNCHANGED
 
 
 @dataclass
@@ -126,8 +145,13 @@ class TransactionAssembler:
             self._commit(message)
         elif isinstance(message, pgoutput.Relation):
             # Sent before a relation's first change on this connection and after each
-            # schema change: the new definition applies from here on.
-            self.tables[message.oid] = TableInfo.build(message, self.router)
+            # schema change (ALTER TABLE ... REPLICA IDENTITY included): the new
+            # definition applies from here on -- also for a table added to the
+            # publication while streaming, whose routability is checked here.
+            table = TableInfo.build(message, self.router)
+            self.tables[message.oid] = table
+            if table.unroutable:
+                self.router.note_unroutable(table.identity)
         elif isinstance(message, pgoutput.Truncate):
             self._truncate(message)
         # Origin, Type and logical messages carry nothing we publish.
@@ -195,11 +219,13 @@ class TransactionAssembler:
         new: dict[str, object] | None = None
         old: dict[str, object] | None = None
         unchanged: list[str] = []
+        old_is_key = False
         if isinstance(message, pgoutput.Insert):
             op, new_values, old_values = "insert", message.new, None
             new, unchanged = table.row(message.new, False)
         elif isinstance(message, pgoutput.Update):
             op, new_values, old_values = "update", message.new, message.old
+            old_is_key = message.old_is_key
             new, unchanged = table.row(message.new, False)
             if message.old is not None:
                 old, _ = table.row(message.old, message.old_is_key)
@@ -207,7 +233,9 @@ class TransactionAssembler:
                 unchanged = [name for name in unchanged if not _copy(old, new, name)]
         else:
             op, new_values, old_values = "delete", None, message.old
+            old_is_key = message.old_is_key
             old, _ = table.row(message.old, message.old_is_key)
+        channels = self._channels(chunk, table, op, new_values, old_values, old_is_key)
         body: dict[str, object] = {
             "op": op,
             "schema": table.relation.schema,
@@ -220,7 +248,6 @@ class TransactionAssembler:
         }
         if unchanged:
             body["unchanged_toast"] = unchanged
-        channels = self._channels(table, new_values, old_values)
         if channels:
             chunk.routed += 1
         else:
@@ -231,23 +258,56 @@ class TransactionAssembler:
 
     def _channels(
         self,
+        chunk: Chunk,
         table: TableInfo,
+        op: str,
         new_values: list[pgoutput.Value] | None,
         old_values: list[pgoutput.Value] | None,
+        old_is_key: bool,
     ) -> list[str]:
+        """The channels of one row change: an update that moves the row has two."""
         if table.channel is not None:
             return [table.channel]
-        new_route = table.route_value(new_values)
-        old_route = table.route_value(old_values)
-        channel = self.router.channel_for(table.qualified, new_route or old_route)
-        if channel is None:
-            return []
-        if new_route and old_route and old_route != new_route:
-            # The row moved to another channel: the old channel sees it leave too.
-            previous = self.router.channel_for(table.qualified, old_route)
-            if previous is not None and previous != channel:
-                return [previous, channel]
-        return [channel]
+        route = self.router.channel_for
+        if op == "insert" or table.route_index is None:
+            # No routing column at all: every change goes to the default channel or
+            # is skipped alike (rules 3 and 4), so no delete is singled out.
+            return _present(route(table.qualified, table.route_value(new_values)))
+        if table.old_has_route(old_values, old_is_key):
+            old_route = table.route_value(old_values)
+            old_channel = route(table.qualified, old_route)
+            if op == "delete":
+                return _present(old_channel)
+            assert new_values is not None  # an update
+            new_route = table.route_value(new_values)
+            if new_route is None and table.route_unchanged(new_values):
+                new_route = old_route  # an unchanged TOASTed value: it did not move
+            new_channel = route(table.qualified, new_route)
+            if old_channel is None or old_channel == new_channel:
+                return _present(new_channel)
+            # The row moved: the old channel sees it leave, then the new one arrive.
+            return [old_channel] if new_channel is None else [old_channel, new_channel]
+        if old_values is None and table.identity.route_in_identity:
+            # An update that left the identity columns alone: the routing column,
+            # one of them, is unchanged, so old and new channel are the same.
+            return _present(route(table.qualified, table.route_value(new_values)))
+        # The old row lacks the routing column: where the row was is unknown.
+        if self.router.unroutable == REFUSE:
+            raise self._refusal(table, op)
+        chunk.unroutable += 1
+        if op == "delete":
+            return _present(self.router.unknown_old_channel())
+        return _present(route(table.qualified, table.route_value(new_values)))
+
+    def _refusal(self, table: TableInfo, op: str) -> UnroutableChange:
+        problem = table.identity.problem(self.router.route_column)
+        return UnroutableChange(
+            f"{problem}. Streaming stopped at its {op.upper()} in the transaction that "
+            f"committed at {self._lsn_text} (xid {self._xid()}): a change written before "
+            "the fix has no old channel whatever the fix, so pass it by restarting with "
+            "--pg-unroutable default-channel or skip (see docs/postgres.md)",
+            self._begin.final_lsn if self._begin is not None else 0,
+        )
 
     def _truncate(self, message: pgoutput.Truncate) -> None:
         chunk = self._counted()
@@ -291,6 +351,10 @@ class TransactionAssembler:
     def _maybe_flush(self, chunk: Chunk) -> None:
         if len(chunk.events) >= self.chunk_events or chunk.nbytes >= self.chunk_bytes:
             self._flush_partial(chunk)
+
+
+def _present(channel: str | None) -> list[str]:
+    return [] if channel is None else [channel]
 
 
 def _copy(source: dict[str, object], target: dict[str, object], name: str) -> bool:

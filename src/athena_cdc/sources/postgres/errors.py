@@ -15,6 +15,19 @@ class SourceConfigError(SourceError):
     """
 
 
+class UnroutableChange(SourceConfigError):
+    """An UPDATE or DELETE whose old channel is unknown, under ``--pg-unroutable refuse``.
+
+    Raised by the reader thread before the change's transaction is handed over, so
+    nothing of it is applied and the slot stays before it: the source stops there
+    (``/ready`` says why) until it is restarted with a fallback.
+    """
+
+    def __init__(self, message: str, commit_lsn: int) -> None:
+        super().__init__(message)
+        self.commit_lsn = commit_lsn  # of the transaction holding the change
+
+
 class DecodeError(SourceError):
     """A pgoutput message could not be decoded (a bug, or an unsupported protocol)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg2
@@ -102,12 +103,18 @@ class Target:
     tables: tuple[str, ...] = ()
 
 
-def provision(dsn: str, target: Target, busy_grace: float) -> None:
+def provision(
+    dsn: str,
+    target: Target,
+    busy_grace: float,
+    check_tables: Callable[[psycopg2.extensions.cursor], None] | None = None,
+) -> None:
     """Check the server, create what is missing; raise :class:`SourceError` if it cannot work.
 
     ``busy_grace``: how long to wait for the slot to be released by another
     connection (our own previous one lingers for a moment after a crash) before
-    saying it is in use.
+    saying it is in use. ``check_tables`` looks at the publication's tables before
+    the slot is created, so a refusal does not leave a new slot holding WAL.
     """
     where = f"PostgreSQL {describe(dsn)}"
     conn = connect(dsn)
@@ -116,6 +123,8 @@ def provision(dsn: str, target: Target, busy_grace: float) -> None:
         with conn.cursor() as cur:
             _check_server(cur, where)
             _ensure_publication(cur, where, target)
+            if check_tables is not None:
+                check_tables(cur)
             _ensure_slot(cur, where, target.slot, busy_grace)
     except psycopg2.Error as exc:
         raise classify(exc, dsn) from None

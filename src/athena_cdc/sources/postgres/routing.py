@@ -7,11 +7,18 @@ Rules, first match wins:
 2. the row's routing column (``route_column``, default ``organization_id``): its
    text form is the channel -- taken from the new row, or for a delete from the old
    row (present there only with REPLICA IDENTITY FULL or when the column is part of
-   the replica identity);
+   the replica identity); an update that changes it goes to the old channel too;
 3. ``default_channel`` when set;
 4. otherwise the change is skipped: counted, and logged once per table.
 
 A truncate has no rows, so only rules 1, 3 and 4 apply to it.
+
+A table whose replica identity lacks the routing column (:mod:`.identity`) has
+deletes without a channel and updates whose old channel is unknown. ``unroutable``
+(``--pg-unroutable``) says what then: ``refuse`` (the default) stops the source,
+``default-channel`` sends such deletes to ``default_channel``, ``skip`` skips them;
+with either fallback such an update reaches only its new channel. Logged once per
+table, never silently.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 from dataclasses import dataclass, field
 
 from athena_cdc.protocol.messages import channel_problem
+from athena_cdc.sources.postgres.identity import DEFAULT_CHANNEL, SKIP, TableIdentity
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,7 @@ class Router:
     route_column: str
     default_channel: str | None = None
     table_channels: dict[str, str] = field(default_factory=dict)  # "schema.table" → channel
+    unroutable: str = "refuse"  # --pg-unroutable: refuse, default-channel or skip
     _warned: set[tuple[str, str]] = field(default_factory=set)
     # Routing values already checked: validating every row's value is measurable.
     _channels: dict[bytes, str] = field(default_factory=dict)
@@ -73,6 +82,31 @@ class Router:
                 table, "truncate", "truncate skipped: no table override, no default channel"
             )
         return channel
+
+    def is_unroutable(self, identity: TableIdentity) -> bool:
+        """True if the table's deletes (and channel moves) have no known old channel."""
+        return identity.unroutable and identity.qualified not in self.table_channels
+
+    def note_unroutable(self, identity: TableIdentity) -> None:
+        """Say once per table what happens to its UPDATEs and DELETEs."""
+        problem = identity.why(self.route_column)
+        if self.unroutable == DEFAULT_CHANNEL:
+            fate = (
+                f"Until then its DELETEs go to the default channel {self.default_channel!r} "
+                "and an UPDATE that moves a row reaches only the new channel"
+            )
+        elif self.unroutable == SKIP:
+            fate = (
+                "Until then its DELETEs are skipped (counted in rows_skipped) and an UPDATE "
+                "that moves a row reaches only the new channel"
+            )
+        else:
+            fate = "Its inserts stream; its first UPDATE or DELETE stops the source"
+        self._warn_once(identity.qualified, "unroutable", f"{problem}. {fate}")
+
+    def unknown_old_channel(self) -> str | None:
+        """Channel of a delete whose old row has no routing value (a fallback is on)."""
+        return self.default_channel if self.unroutable == DEFAULT_CHANNEL else None
 
     def _warn_once(self, table: str, kind: str, reason: str) -> None:
         # A busy table without a routing column would otherwise flood the log.

@@ -17,7 +17,11 @@ Failures: PostgreSQL down, restarting or dropping the connection → :meth:`heal
 says so, and the source reconnects with exponential backoff (0.5 s → 30 s) and
 resumes from the slot. The log failing → the same batch is retried (it is all or
 nothing) while the bounded hand-off stops the reader, and :meth:`health` says so.
-Misconfiguration found at :meth:`start` → :class:`SourceConfigError`.
+Misconfiguration found at :meth:`start` → :class:`SourceConfigError`; that includes a
+published table whose DELETEs could not be routed (:mod:`.identity`) unless
+``--pg-unroutable`` allows a fallback. Such a table showing up while streaming stops
+the stream at its first UPDATE or DELETE (:class:`UnroutableChange`): :meth:`health`
+says why, and the source retries with backoff, never dropping the change silently.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ import threading
 import time
 from collections.abc import Sequence
 
+import psycopg2.extensions
+
 from athena_cdc.config import Settings
 from athena_cdc.log.base import EventLog, NewEvent, SourcePosition
 from athena_cdc.sources.postgres.assembler import Chunk, TransactionAssembler
-from athena_cdc.sources.postgres.errors import SourceConfigError, SourceError
+from athena_cdc.sources.postgres.errors import SourceConfigError, SourceError, UnroutableChange
 from athena_cdc.sources.postgres.handoff import Handoff
+from athena_cdc.sources.postgres.identity import DEFAULT_CHANNEL, REFUSE, published_identities
 from athena_cdc.sources.postgres.lsn import Position, format_lsn
 from athena_cdc.sources.postgres.provision import Target, describe, provision
 from athena_cdc.sources.postgres.reader import Progress, ReplicationReader
@@ -67,7 +74,10 @@ class PostgresSource:
         self.name = f"postgres:{describe(dsn)}/{settings.pg_slot}"
         self.target = Target(settings.pg_slot, settings.pg_publication, tuple(settings.pg_tables))
         self.router = Router(
-            settings.route_column, settings.default_channel, dict(settings.pg_table_channels)
+            settings.route_column,
+            settings.default_channel,
+            dict(settings.pg_table_channels),
+            settings.pg_unroutable,
         )
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
@@ -82,6 +92,8 @@ class PostgresSource:
         # -- metrics (read them, do not write them) --
         self.rows_applied = 0  # row changes appended to the log (a truncate counts once)
         self.rows_skipped = 0  # row changes without a channel
+        # updates/deletes whose old channel was unknown, passed by --pg-unroutable's fallback
+        self.rows_unroutable = 0
         self.events_appended = 0  # events appended (a row that changed channel makes two)
         self.transactions = 0  # transactions completely applied
         self.last_commit_lag_seconds: float | None = None  # commit in PG → durable in log
@@ -101,11 +113,18 @@ class PostgresSource:
         self._stopping = False
         self._health: str | None = "not started"
         self._append_error: str | None = None
+        # An UnroutableChange stopped the stream: (why, commit LSN of its transaction).
+        # Reported until the log is past that transaction, so /ready does not flap
+        # between reconnects that stop there again.
+        self._blocked: tuple[str, int] | None = None
 
     # -- public API ----------------------------------------------------------------------
 
     def health(self) -> str | None:
         """None while streaming; else why not (for ``/ready``)."""
+        blocked = self._blocked
+        if blocked is not None and (self._applied is None or self._applied < Position(blocked[1])):
+            return f"{self.name}: {blocked[0]}"
         return self._append_error or self._health
 
     @property
@@ -119,6 +138,11 @@ class PostgresSource:
         work. If PostgreSQL cannot be reached, returns anyway with :meth:`health`
         saying why, and keeps trying in the background.
         """
+        if self.router.unroutable == DEFAULT_CHANNEL and self.router.default_channel is None:
+            raise SourceConfigError(
+                "--pg-unroutable default-channel sends DELETEs without a channel to "
+                "--default-channel: set --default-channel too, or use --pg-unroutable skip"
+            )
         loop = asyncio.get_running_loop()
         self.handoff = Handoff(loop, self.handoff_bytes)
         self._consumer = loop.create_task(self._consume(), name=f"{self.name} consumer")
@@ -152,7 +176,7 @@ class PostgresSource:
 
     async def _open(self, busy_grace: float) -> None:
         """Provision, connect, resume from the log's position, and start the reader."""
-        await asyncio.to_thread(provision, self.dsn, self.target, busy_grace)
+        await asyncio.to_thread(provision, self.dsn, self.target, busy_grace, self._check_routes)
         assert self.handoff is not None
         reader = ReplicationReader(
             self.dsn,
@@ -194,6 +218,29 @@ class PostgresSource:
         self._health = None
         log.info("%s: streaming from slot %s", self.name, self.target.slot)
 
+    def _check_routes(self, cur: psycopg2.extensions.cursor) -> None:
+        """Refuse (or, with a fallback, warn about) published tables whose DELETEs cannot
+        be routed: their replica identity lacks the routing column."""
+        tables = published_identities(cur, self.target.publication, self.router.route_column)
+        unroutable = [t for t in tables if self.router.is_unroutable(t)]
+        if not unroutable:
+            return
+        if self.router.unroutable != REFUSE:
+            for table in unroutable:
+                self.router.note_unroutable(table)
+            return
+        route = self.router.route_column
+        first, others = unroutable[0], unroutable[1:]
+        also = ""
+        if others:
+            fixes = " ".join(t.statement() for t in others)
+            also = f"; likewise {len(others)} more: {fixes}"
+        raise SourceConfigError(
+            f"PostgreSQL {describe(self.dsn)}, publication {self.target.publication}: "
+            f"{first.problem(route)}{also}; or accept a fallback for such DELETEs with "
+            "--pg-unroutable default-channel or skip (see docs/postgres.md)"
+        )
+
     @staticmethod
     def _run_reader(
         loop: asyncio.AbstractEventLoop,
@@ -226,9 +273,14 @@ class PostgresSource:
         while not self._stopping:
             done = self._reader_done
             if done is not None and self._health is None:
+                level, grow = logging.WARNING, False
                 try:
                     await asyncio.shield(done)
                     reason = "replication stream ended"
+                except UnroutableChange as exc:
+                    # Reconnecting meets the same change again: an operator must act.
+                    reason, level, grow = str(exc), logging.ERROR, True
+                    self._blocked = (reason, exc.commit_lsn)
                 except SourceError as exc:
                     reason = str(exc)
                 except Exception as exc:
@@ -238,8 +290,8 @@ class PostgresSource:
                     return
                 self.reconnects += 1
                 self._health = f"{self.name}: {reason}; reconnecting"
-                log.warning("%s: %s; reconnecting", self.name, reason)
-                backoff = 0.5
+                log.log(level, "%s: %s; reconnecting", self.name, reason)
+                backoff = min(backoff * 2, self.max_backoff) if grow else 0.5
             # A new reader resumes from what is durable: apply what the old one handed over.
             await self._drained()
             await asyncio.sleep(backoff)
@@ -288,6 +340,7 @@ class PostgresSource:
         for chunk in batch:
             self.rows_applied += chunk.routed
             self.rows_skipped += chunk.skipped
+            self.rows_unroutable += chunk.unroutable
             if chunk.end_lsn is not None:
                 if not chunk.replayed:
                     self.transactions += 1
