@@ -653,8 +653,8 @@ class SqliteLog(EventLog):
     ) -> list[Event]:
         disk = self._bounds(channel)
         last = disk.last_seq if until_seq is None else min(until_seq, disk.last_seq)
-        if disk.first_seq > last:
-            return []  # nothing retained up to ``last``
+        if disk.first_seq > last or (since_seq is not None and since_seq >= last):
+            return []  # nothing retained up to ``last``, or nothing after the cursor
         ring = self._cache.ring(channel)
         if ring is not None and self._cache_covers(
             disk, ring, since_seq, since_ts_ms, limit, newest, last
