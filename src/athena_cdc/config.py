@@ -192,8 +192,8 @@ OPTIONS: tuple[Option, ...] = (
         "memory_limit",
         512 * 1024**2,
         parse_size,
-        "bytes of events held in memory across all channels (memory store: the whole "
-        "log; sqlite: the cache of recent events)",
+        "bytes the log may hold in memory: events and per-channel state, across all "
+        "channels (memory store: the whole log; sqlite: its cache)",
         group="log",
         metavar="SIZE",
         check=_at_least(1024),

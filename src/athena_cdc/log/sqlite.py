@@ -11,6 +11,10 @@
   the start seq, then a range scan on the primary key (channel, seq) reads the rows.
 - Retention (count per channel, and age) is enforced by a background task in the
   same writer thread, in bounded chunks so appends never wait long.
+- Memory: nothing per channel is loaded at start. What the process keeps of a
+  channel -- its cached events, its bounds on the loop thread, its counters in the
+  writer thread -- is loaded when the channel is used (one indexed SELECT) and
+  forgotten, least recently used first, so that it all stays within ``memory_limit``.
 - The log's epoch is stored in the ``meta`` table; on open the database is checked
   against the ``seq-highwater`` file beside it, so that a lost WAL or a truncated or
   older database is never served under its old epoch (:mod:`athena_cdc.log.epoch`).
@@ -25,12 +29,14 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
+from athena_cdc.log.allocator import MemoryReleaser
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
     ChannelBounds,
@@ -94,6 +100,22 @@ PRUNE_INTERVAL_S = 1.0
 BUSY_TIMEOUT_MS = 5000
 PRUNE_CHUNK = 50_000  # rows deleted per channel per round: keeps each write short
 PRUNE_ROUND_ROWS = 200_000  # rows deleted per round over all channels
+# Channel ids whose oldest event age retention checks per background round, so that
+# no channel state need be kept for it: a primary-key lookup each (measured: 3.5 ms
+# per 20,000), and a time-index lookup for each one with events to drop (5 ms per
+# 1,000), in the writer thread. A table of N channels is swept every
+# N / AGE_SWEEP_CHANNELS seconds (20 s for 100,000); an explicit prune() sweeps all.
+AGE_SWEEP_CHANNELS = 5_000
+LOAD_CHUNK = 500  # channel names per SELECT when bounds are loaded in bulk
+
+# Share of memory_limit for per-channel state; the rest is the cache of events.
+# Loop thread: the bounds of recently used channels; writer thread: their counters.
+BOUNDS_SHARE = 8  # 1/8
+WRITER_SHARE = 16  # 1/16
+# What one remembered channel costs besides its name's length (str header, ordered
+# dict slot and link, the record and its ints), measured on CPython 3.11 with margin.
+BOUNDS_ENTRY_BYTES = 384
+WRITER_ENTRY_BYTES = 384
 
 
 @dataclass(slots=True)
@@ -101,19 +123,32 @@ class _Channel:
     """Writer-thread view of a channel."""
 
     id: int
+    first_seq: int
     last_seq: int
     last_ts_ms: int
-    # ts of the oldest retained event (None: none retained): age retention only
-    # queries the channels that have something old enough to drop.
-    first_ts_ms: int | None = None
 
 
 @dataclass(slots=True)
 class _DiskBounds:
-    """Loop-thread view of what the disk retains for a channel."""
+    """Loop-thread view of a channel, as of the last append the hub was told of."""
 
     first_seq: int
+    last_seq: int
     dropped_ts_ms: int | None
+
+    def as_bounds(self) -> ChannelBounds:
+        return ChannelBounds(self.first_seq, self.last_seq, self.dropped_ts_ms)
+
+
+_NEW_CHANNEL = (1, 0, None)  # (first_seq, last_seq, dropped_ts_ms) of a channel not on disk
+
+
+def bounds_cost(channel: str) -> int:
+    return len(channel) + BOUNDS_ENTRY_BYTES
+
+
+def writer_cost(channel: str) -> int:
+    return len(channel) + WRITER_ENTRY_BYTES
 
 
 _Work = tuple[list[NewEvent], SourcePosition | None, "asyncio.Future[list[Event]]"]
@@ -164,9 +199,24 @@ class SqliteLog(EventLog):
         self._retention_events = retention_events
         self._retention_age = retention_age
         self._synchronous = synchronous.upper()
-        self._cache = RingSet(retention_events, memory_limit)
-        self._disk: dict[str, _DiskBounds] = {}
-        self._channels: dict[str, _Channel] = {}  # owned by the writer thread
+        writer_bytes = memory_limit // WRITER_SHARE
+        self._cache = RingSet(retention_events, memory_limit - writer_bytes)
+        # Bounds of recently used channels, least recently used first; their cost is
+        # the cache's ``reserved`` bytes, at most 1/BOUNDS_SHARE of the limit.
+        self._disk: OrderedDict[str, _DiskBounds] = OrderedDict()
+        self._disk_budget = memory_limit // BOUNDS_SHARE
+        self._in_flight: set[str] = set()  # channels of the write under way: kept
+        self._loop_con: sqlite3.Connection | None = None  # bounds() lookups
+        # Owned by the writer thread: counters of recently appended channels, and the
+        # channels over the count retention (name -> drop through seq).
+        self._channels: OrderedDict[str, _Channel] = OrderedDict()
+        self._channels_budget = writer_bytes
+        self._channels_bytes = 0
+        self._over_count: dict[str, int] = {}
+        self._age_cursor = 0  # next channel id the age sweep looks at
+        # Totals for /metrics, kept by the writer thread (read as plain ints).
+        self._total_channels = 0
+        self._total_events = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
@@ -177,6 +227,7 @@ class SqliteLog(EventLog):
         self._health: str | None = None
         self._lock_file: IO[str] | None = None
         self.commits = 0  # number of group commits, for metrics and tests
+        self._releaser = MemoryReleaser()
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -184,18 +235,20 @@ class SqliteLog(EventLog):
         self._lock_data_dir()
         loop = asyncio.get_running_loop()
         try:
-            rows = await loop.run_in_executor(self._writer, self._open_writer)
+            # Only totals: each channel's state is loaded when the channel is used.
+            self._total_channels, self._total_events = await loop.run_in_executor(
+                self._writer, self._open_writer
+            )
         except BaseException as exc:
             await self._abandon_open()
             if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
                 raise LogDamaged(self._corrupt_message(str(exc))) from None
             raise
-        for name, cid, first_seq, last_seq, last_ts, dropped_ts, first_ts in rows:
-            self._channels[name] = _Channel(cid, last_seq, last_ts, first_ts)
-            self._cache.ensure(name, last_seq, last_ts)
-            self._disk[name] = _DiskBounds(first_seq, dropped_ts)
-        log.info("sqlite log %s: %d channels, epoch %s", self.path, len(rows), self.epoch)
+        log.info(
+            "sqlite log %s: %d channels, epoch %s", self.path, self._total_channels, self.epoch
+        )
         self._pruner = asyncio.create_task(self._prune_forever(), name="sqlite-retention")
+        self._releaser.start()
 
     def _lock_data_dir(self) -> None:
         # Two servers appending to one file would assign the same seqs twice.
@@ -210,7 +263,7 @@ class SqliteLog(EventLog):
                 "stop it or choose another --data-dir"
             ) from None
 
-    def _open_writer(self) -> list[tuple[str, int, int, int, int, int | None, int | None]]:
+    def _open_writer(self) -> tuple[int, int]:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._wcon = con  # closed by open() if what follows fails
         checked = self._check_log(con)  # before anything is written
@@ -221,12 +274,13 @@ class SqliteLog(EventLog):
         con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.executescript(SCHEMA)
         self._mark_running(con, *checked)
-        return con.execute(
-            "SELECT c.name, c.id, c.first_seq, c.last_seq, c.last_ts_ms, c.dropped_ts_ms, e.ts_ms "
-            "FROM channels c LEFT JOIN events e ON e.channel_id = c.id AND e.seq = c.first_seq"
-        ).fetchall()
+        channels, events = con.execute(
+            "SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM channels"
+        ).fetchone()
+        return int(channels), int(events)
 
     async def close(self) -> None:
+        await self._releaser.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -236,6 +290,8 @@ class SqliteLog(EventLog):
         loop = asyncio.get_running_loop()
         if self._wcon is not None:
             await loop.run_in_executor(self._writer, self._close_writer)
+        if self._loop_con is not None:
+            self._loop_con.close()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         if self._lock_file is not None:
@@ -346,6 +402,8 @@ class SqliteLog(EventLog):
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        # What the request's parsing left behind is worth giving back, refused or not.
+        self._releaser.note_batch(batch)
         self._pending.append((list(batch), position, future))
         if self._flusher is None or self._flusher.done():
             # Starts on the next loop iteration: every append of this tick joins it.
@@ -356,9 +414,15 @@ class SqliteLog(EventLog):
         loop = asyncio.get_running_loop()
         while self._pending:
             work, self._pending = self._pending, []
+            # The hub is told of these channels' appends only after the commit; until
+            # then bounds() must answer from memory, not from the disk that already
+            # has them (a travel would send them twice): load and keep their bounds.
+            self._in_flight = {item.channel for batch, _, _ in work for item in batch}
             try:
+                await self._load_bounds(self._in_flight)
                 results = await loop.run_in_executor(self._writer, self._write, work)
             except Exception as exc:
+                self._in_flight = set()
                 self._health = f"sqlite write failed: {exc}"
                 failures.error("sqlite write failed, %d appends rejected: %s", len(work), exc)
                 for _, _, future in work:
@@ -368,13 +432,16 @@ class SqliteLog(EventLog):
             self._health = None
             self.commits += 1
             appended: list[Event] = []
+            disk = self._disk
             for (_, _, future), events in zip(work, results, strict=True):
                 for event in events:
                     self._cache.add(event)
-                    self._disk.setdefault(event.channel, _DiskBounds(event.seq, None))
+                    disk[event.channel].last_seq = event.seq
                 appended.extend(events)
                 if not future.done():  # a cancelled producer's events are still durable
                     future.set_result(events)
+            self._in_flight = set()
+            self._trim_bounds()
             self._notify(appended)
 
     def _write(self, work: list[_Work]) -> list[list[Event]]:
@@ -382,7 +449,7 @@ class SqliteLog(EventLog):
         con = self._wcon
         assert con is not None
         now = now_ms()
-        before: dict[str, tuple[int, int, int | None] | None] = {}  # to roll counters back
+        before: dict[str, tuple[int, int] | None] = {}  # to roll counters back
         results: list[list[Event]] = []
         rows: list[tuple[int, int, int, bytes]] = []
         try:
@@ -392,24 +459,22 @@ class SqliteLog(EventLog):
                 for item in batch:
                     channel = self._channels.get(item.channel)
                     if channel is None:
+                        channel = self._load_channel(item.channel)
+                    if channel is None:
                         cursor = con.execute(
                             "INSERT INTO channels (name, first_seq, last_seq, last_ts_ms) "
                             "VALUES (?, 1, 0, 0)",
                             (item.channel,),
                         )
                         assert cursor.lastrowid is not None
-                        channel = self._channels[item.channel] = _Channel(cursor.lastrowid, 0, 0)
+                        channel = _Channel(cursor.lastrowid, 1, 0, 0)
+                        self._remember_channel(item.channel, channel)
                         before[item.channel] = None
                     elif item.channel not in before:
-                        before[item.channel] = (
-                            channel.last_seq,
-                            channel.last_ts_ms,
-                            channel.first_ts_ms,
-                        )
+                        before[item.channel] = (channel.last_seq, channel.last_ts_ms)
+                        self._channels.move_to_end(item.channel)  # recently used
                     channel.last_seq += 1
                     channel.last_ts_ms = max(now, channel.last_ts_ms)
-                    if channel.first_ts_ms is None:
-                        channel.first_ts_ms = channel.last_ts_ms
                     rows.append((channel.id, channel.last_seq, channel.last_ts_ms, item.payload))
                     events.append(
                         Event.build(
@@ -438,12 +503,39 @@ class SqliteLog(EventLog):
             for name, old in before.items():
                 if old is None:
                     del self._channels[name]
+                    self._channels_bytes -= writer_cost(name)
                 else:
                     channel = self._channels[name]
-                    channel.last_seq, channel.last_ts_ms, channel.first_ts_ms = old
+                    channel.last_seq, channel.last_ts_ms = old
             raise
         self._mark_committed(len(rows))
+        self._total_events += len(rows)
+        self._total_channels += sum(1 for old in before.values() if old is None)
+        for name in before:
+            channel = self._channels[name]
+            if channel.last_seq - channel.first_seq + 1 > self._retention_events:
+                self._over_count[name] = channel.last_seq - self._retention_events
+        while self._channels_bytes > self._channels_budget and len(self._channels) > 1:
+            name, _ = self._channels.popitem(last=False)  # least recently appended to
+            self._channels_bytes -= writer_cost(name)
         return results
+
+    def _load_channel(self, name: str) -> _Channel | None:
+        """Writer thread: a channel's counters from disk (None: not there yet)."""
+        con = self._wcon
+        assert con is not None
+        row = con.execute(
+            "SELECT id, first_seq, last_seq, last_ts_ms FROM channels WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            return None
+        channel = _Channel(*row)
+        self._remember_channel(name, channel)
+        return channel
+
+    def _remember_channel(self, name: str, channel: _Channel) -> None:
+        self._channels[name] = channel
+        self._channels_bytes += writer_cost(name)
 
     async def get_position(self, source: str) -> str | None:
         return await self._read(self._get_position, source)
@@ -467,11 +559,88 @@ class SqliteLog(EventLog):
 
     # -- reads ---------------------------------------------------------------------
     def bounds(self, channel: str) -> ChannelBounds:
-        ring = self._cache.ring(channel)
-        disk = self._disk.get(channel)
-        if ring is None or disk is None:
+        # Never raises: callers take bounds before the travel that reports failures.
+        # The travel's read then finds the disk failing and answers "unavailable".
+        try:
+            return self._bounds(channel)
+        except StorageUnavailable:
             return EMPTY_BOUNDS
-        return ChannelBounds(disk.first_seq, ring.last_seq, disk.dropped_ts_ms)
+
+    def _bounds(self, channel: str) -> ChannelBounds:
+        """bounds(), but a disk failure raises StorageUnavailable."""
+        disk = self._disk.get(channel)
+        if disk is None:
+            disk = self._load_bounds_now(channel)
+            if disk is None:
+                return EMPTY_BOUNDS
+        else:
+            self._disk.move_to_end(channel)  # recently used
+        return disk.as_bounds()
+
+    def _load_bounds_now(self, channel: str) -> _DiskBounds | None:
+        """A channel's bounds from disk, on the loop thread: one primary-key lookup.
+
+        Only channels outside the write under way get here (those inside are kept in
+        memory, see _flush), so the disk holds exactly what the hub was told of.
+        """
+        con = self._loop_con
+        try:
+            if con is None:
+                con = self._loop_con = self._connect_reader()
+            row = con.execute(
+                "SELECT first_seq, last_seq, dropped_ts_ms FROM channels WHERE name = ?",
+                (channel,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            failures.error("sqlite read failed: %s", exc)
+            raise StorageUnavailable(f"sqlite read failed: {exc}") from exc
+        if row is None:
+            return None  # not remembered: any name can be asked for
+        disk = self._disk[channel] = _DiskBounds(*row)
+        self._cache.reserved += bounds_cost(channel)
+        self._trim_bounds()
+        return disk
+
+    async def _load_bounds(self, channels: Iterable[str]) -> None:
+        """Load the bounds of the channels not in memory, in the reader pool (a channel
+        not on disk yet gets the bounds of a new one)."""
+        missing = [name for name in channels if name not in self._disk]
+        if not missing:
+            return
+        found = await self._read(self._read_bounds, missing)
+        for name in missing:
+            if name not in self._disk:  # bounds() may have loaded it meanwhile
+                self._disk[name] = _DiskBounds(*found.get(name, _NEW_CHANNEL))
+                self._cache.reserved += bounds_cost(name)
+
+    def _read_bounds(self, names: list[str]) -> dict[str, tuple[int, int, int | None]]:
+        con = self._reader()
+        found: dict[str, tuple[int, int, int | None]] = {}
+        for start in range(0, len(names), LOAD_CHUNK):
+            chunk = names[start : start + LOAD_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for name, first_seq, last_seq, dropped_ts in con.execute(
+                "SELECT name, first_seq, last_seq, dropped_ts_ms FROM channels "
+                f"WHERE name IN ({marks})",
+                chunk,
+            ):
+                found[name] = (first_seq, last_seq, dropped_ts)
+        return found
+
+    def _trim_bounds(self) -> None:
+        """Forget the least recently used bounds beyond their share of the limit (they
+        are on disk), keeping those of the write under way; then fit the cache."""
+        disk, cache = self._disk, self._cache
+        kept: list[tuple[str, _DiskBounds]] = []
+        while cache.reserved > self._disk_budget and disk:
+            name, bounds = disk.popitem(last=False)
+            if name in self._in_flight:
+                kept.append((name, bounds))
+            else:
+                cache.reserved -= bounds_cost(name)
+        for name, bounds in kept:
+            disk[name] = bounds
+        cache.fit()
 
     async def read_channel(
         self,
@@ -482,11 +651,14 @@ class SqliteLog(EventLog):
         newest: bool,
         until_seq: int | None = None,
     ) -> list[Event]:
+        disk = self._bounds(channel)
+        last = disk.last_seq if until_seq is None else min(until_seq, disk.last_seq)
+        if disk.first_seq > last or (since_seq is not None and since_seq >= last):
+            return []  # nothing retained up to ``last``, or nothing after the cursor
         ring = self._cache.ring(channel)
-        if ring is None:
-            return []
-        last = ring.last_seq if until_seq is None else min(until_seq, ring.last_seq)
-        if self._cache_covers(channel, ring, since_seq, since_ts_ms, limit, newest, last):
+        if ring is not None and self._cache_covers(
+            disk, ring, since_seq, since_ts_ms, limit, newest, last
+        ):
             return ring.select(since_seq, since_ts_ms, limit, newest, last)
         events = await self._read(
             self._read_disk, channel, since_seq, since_ts_ms, limit, newest, last
@@ -500,11 +672,11 @@ class SqliteLog(EventLog):
         disk = self._disk.get(channel)
         if disk is not None:
             retained = [e for e in events if e.seq >= disk.first_seq]
-            self._cache.add_older(channel, retained)
+            self._cache.add_older(channel, retained, disk.last_seq)
 
     def _cache_covers(
         self,
-        channel: str,
+        disk: ChannelBounds,
         ring: ChannelRing,
         since_seq: int | None,
         since_ts_ms: int | None,
@@ -512,8 +684,7 @@ class SqliteLog(EventLog):
         newest: bool,
         last: int,
     ) -> bool:
-        disk = self._disk.get(channel)
-        if disk is None or ring.first_seq <= disk.first_seq:
+        if ring.first_seq <= disk.first_seq:
             return True  # the cache holds everything retained
         if newest:
             return last - ring.first_seq + 1 >= limit
@@ -523,12 +694,15 @@ class SqliteLog(EventLog):
         # Events before the cache have ts <= oldest, so none of them can match.
         return since_ts_ms is not None and oldest is not None and oldest < since_ts_ms
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return con
+
     def _reader(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._local.con = con
+            con = self._local.con = self._connect_reader()
         return con
 
     def _read_disk(
@@ -568,16 +742,11 @@ class SqliteLog(EventLog):
         return [build(channel, seq, ts, payload) for seq, ts, payload in rows]
 
     def stats(self) -> LogStats:
-        events = sum(
-            ring.last_seq - disk.first_seq + 1
-            for name, disk in self._disk.items()
-            if (ring := self._cache.ring(name)) is not None
-        )
         size = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 size += os.stat(f"{self.path}{suffix}").st_size
-        return LogStats(len(self._disk), events, size)
+        return LogStats(self._total_channels, self._total_events, size)
 
     def health(self) -> str | None:
         return self._health
@@ -587,89 +756,119 @@ class SqliteLog(EventLog):
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             try:
-                await self.prune()
+                await self.prune(sweep_all=False)
             except Exception:
                 log.exception("retention pruning failed; will retry")
 
-    async def prune(self) -> int:
-        """Apply retention once; return the number of events dropped."""
-        by_count: dict[str, int] = {}
-        for name, disk in self._disk.items():
-            ring = self._cache.ring(name)
-            if ring is not None and ring.last_seq - disk.first_seq + 1 > self._retention_events:
-                by_count[name] = ring.last_seq - self._retention_events
+    async def prune(self, *, sweep_all: bool = True) -> int:
+        """Apply retention once; return the number of events dropped.
+
+        Count retention applies to the channels appended to past it; age retention
+        checks every channel (``sweep_all``) or, in the background, the next
+        AGE_SWEEP_CHANNELS of them.
+        """
         cutoff = None if self._retention_age is None else now_ms() - int(self._retention_age * 1000)
-        if not by_count and cutoff is None:
+        if not self._over_count and cutoff is None:
             return 0
         loop = asyncio.get_running_loop()
-        dropped = await loop.run_in_executor(self._writer, self._prune, by_count, cutoff)
+        dropped = await loop.run_in_executor(self._writer, self._prune, cutoff, sweep_all)
         total = 0
-        for name, (through_seq, dropped_ts) in dropped.items():
-            disk = self._disk[name]
-            total += through_seq + 1 - disk.first_seq
-            disk.first_seq = through_seq + 1
-            disk.dropped_ts_ms = dropped_ts
+        for name, (first_seq, through_seq, dropped_ts) in dropped.items():
+            total += through_seq + 1 - first_seq
+            disk = self._disk.get(name)
+            if disk is not None:
+                disk.first_seq = through_seq + 1
+                disk.dropped_ts_ms = dropped_ts
             self._cache.drop_through(name, through_seq)
         return total
 
-    def _prune(
-        self, by_count: dict[str, int], cutoff_ts_ms: int | None
-    ) -> dict[str, tuple[int, int]]:
-        """Writer thread: delete old rows; return {channel: (dropped through seq, its ts)}."""
+    def _aged_channels(self, cutoff_ts_ms: int, sweep_all: bool) -> dict[str, tuple[int, int]]:
+        """Writer thread: {name: (id, newest seq older than the cutoff)} for the channels
+        whose oldest retained event is older than the cutoff (a primary-key lookup per
+        channel id looked at, and a time-index lookup per channel found)."""
         con = self._wcon
         assert con is not None
-        targets: dict[str, int] = dict(by_count)
+        low = 0 if sweep_all else self._age_cursor
+        high = 2**63 - 1 if sweep_all else low + AGE_SWEEP_CHANNELS
+        candidates = con.execute(
+            "SELECT c.name, c.id FROM channels c "
+            "JOIN events e ON e.channel_id = c.id AND e.seq = c.first_seq "
+            "WHERE c.id > ? AND c.id <= ? AND e.ts_ms < ?",
+            (low, high, cutoff_ts_ms),
+        ).fetchall()
+        if not sweep_all:
+            more = con.execute("SELECT 1 FROM channels WHERE id > ? LIMIT 1", (high,)).fetchone()
+            self._age_cursor = high if more else 0
+        aged: dict[str, tuple[int, int]] = {}
+        for name, channel_id in candidates:
+            row = con.execute(
+                "SELECT seq FROM events WHERE channel_id = ? AND ts_ms < ? "
+                "ORDER BY ts_ms DESC, seq DESC LIMIT 1",
+                (channel_id, cutoff_ts_ms),
+            ).fetchone()
+            if row is not None:
+                aged[name] = (channel_id, row[0])
+        return aged
+
+    def _prune(self, cutoff_ts_ms: int | None, sweep_all: bool) -> dict[str, tuple[int, int, int]]:
+        """Writer thread: delete old rows; return {channel: (first seq dropped, dropped
+        through seq, its ts)}."""
+        con = self._wcon
+        assert con is not None
+        targets: dict[str, tuple[int | None, int]] = {
+            name: (None, through) for name, through in self._over_count.items()
+        }
         if cutoff_ts_ms is not None:
-            for name, channel in self._channels.items():
-                if channel.first_ts_ms is None or channel.first_ts_ms >= cutoff_ts_ms:
-                    continue  # nothing old enough: no query
-                row = con.execute(
-                    "SELECT seq FROM events WHERE channel_id = ? AND ts_ms < ? "
-                    "ORDER BY ts_ms DESC, seq DESC LIMIT 1",
-                    (channel.id, cutoff_ts_ms),
-                ).fetchone()
-                if row is not None:
-                    targets[name] = max(targets.get(name, 0), row[0])
-        result: dict[str, tuple[int, int]] = {}
+            for name, (aged_id, through) in self._aged_channels(cutoff_ts_ms, sweep_all).items():
+                targets[name] = (aged_id, max(through, targets.get(name, (None, 0))[1]))
+        result: dict[str, tuple[int, int, int]] = {}
         if not targets:
             return result
-        new_first_ts: dict[str, int | None] = {}
         budget = PRUNE_ROUND_ROWS  # rows deleted per round, so appends never wait long
+        done: list[str] = []
         con.execute("BEGIN IMMEDIATE")
         try:
-            for name, through in targets.items():
+            for name, (channel_id, target) in targets.items():
                 if budget <= 0:
                     break  # the rest next round
-                channel = self._channels[name]
+                if channel_id is None:
+                    row = con.execute("SELECT id FROM channels WHERE name = ?", (name,)).fetchone()
+                    if row is None:
+                        done.append(name)
+                        continue
+                    channel_id = row[0]
                 first = con.execute(
-                    "SELECT min(seq) FROM events WHERE channel_id = ?", (channel.id,)
+                    "SELECT min(seq) FROM events WHERE channel_id = ?", (channel_id,)
                 ).fetchone()[0]
-                if first is None or first > through:
+                if first is None or first > target:
+                    done.append(name)
                     continue
-                through = min(through, first + min(PRUNE_CHUNK, budget) - 1)
+                through = min(target, first + min(PRUNE_CHUNK, budget) - 1)
                 budget -= through - first + 1
+                if through == target:
+                    done.append(name)
                 ts_row = con.execute(
                     "SELECT ts_ms FROM events WHERE channel_id = ? AND seq = ?",
-                    (channel.id, through),
+                    (channel_id, through),
                 ).fetchone()
                 con.execute(
-                    "DELETE FROM events WHERE channel_id = ? AND seq <= ?", (channel.id, through)
+                    "DELETE FROM events WHERE channel_id = ? AND seq <= ?", (channel_id, through)
                 )
                 con.execute(
                     "UPDATE channels SET first_seq = ?, dropped_ts_ms = ? WHERE id = ?",
-                    (through + 1, ts_row[0], channel.id),
+                    (through + 1, ts_row[0], channel_id),
                 )
-                following = con.execute(
-                    "SELECT ts_ms FROM events WHERE channel_id = ? AND seq = ?",
-                    (channel.id, through + 1),
-                ).fetchone()
-                new_first_ts[name] = None if following is None else following[0]
-                result[name] = (through, ts_row[0])
+                result[name] = (first, through, ts_row[0])
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
             raise
-        for name, first_ts in new_first_ts.items():
-            self._channels[name].first_ts_ms = first_ts
+        for name in done:
+            self._over_count.pop(name, None)
+        for name, (first, through, _) in result.items():
+            self._total_events -= through + 1 - first
+            channel = self._channels.get(name)
+            if channel is not None:
+                channel.first_seq = through + 1
         return result
