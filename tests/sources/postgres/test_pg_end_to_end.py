@@ -36,8 +36,13 @@ def wait_ready(server: ServerProcess, timeout: float = 30.0) -> None:
 
 
 async def travel_all(server: ServerProcess, channel: str) -> list[dict[str, Any]]:
-    """Every event of ``channel`` via a WebSocket travel, oldest first."""
-    async with connect(server.ws, additional_headers={"X-Athena-Client": channel}) as ws:
+    """Every event of ``channel`` via a WebSocket travel, oldest first.
+
+    The reader is not subscribed to ``channel`` (its own channel is another), so no live
+    event of it can arrive before the travel's reply.
+    """
+    reader = f"travel-reader-of-{channel}"
+    async with connect(server.ws, additional_headers={"X-Athena-Client": reader}) as ws:
         assert orjson.loads(await ws.recv())["status"] == "subscribed"
         await ws.send(orjson.dumps({"type": "travel", "organization_id": channel,
                                     "since_seq": 0, "limit": 50_000}).decode())
