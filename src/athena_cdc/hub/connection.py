@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from athena_cdc.log.base import Event
 from athena_cdc.protocol.frames import text_frame
+from athena_cdc.slicing import TimeSlice
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SLOW_CONSUMER_CODE = 4008
 SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
-BULK_CHUNK_BYTES = 1 << 20  # travel replies are written in chunks of about this size
+BULK_CHUNK_BYTES = 256 * 1024  # travel replies are written in chunks of about this size
 WRITE_HIGH_WATER = 64 * 1024  # unsent bytes in the transport that mean "socket full"
 CLOSE_GRACE_S = 5.0  # how long a closing client has to answer before the socket is dropped
 TRAVEL_WRITE_TIMEOUT_S = 30.0  # a client that does not read a travel reply for this long is slow
@@ -208,8 +209,19 @@ class Connection:
         for batch in held:
             self._queue(batch.blob)
 
-    async def write_bulk(self, frames: Sequence[bytes]) -> None:
-        """Write a travel reply in large chunks, waiting for the socket between them."""
+    def first_held_seqs(self) -> dict[str, int]:
+        """The first seq held back per channel since :meth:`hold` (where the travel,
+        which must not return what follows live, ends at the latest)."""
+        first: dict[str, int] = {}
+        for batch in self._held or ():
+            first.setdefault(batch.channel, batch.events[0].seq)
+        return first
+
+    async def write_bulk(
+        self, frames: Sequence[bytes], time_slice: TimeSlice | None = None
+    ) -> None:
+        """Write a travel reply in large chunks, waiting for the socket between them
+        and giving way to the event loop when ``time_slice`` is spent."""
         # What still waits for a full socket goes first, in the same write.
         chunk: list[bytes] = list(self._pending)
         size = self._pending_bytes
@@ -220,8 +232,12 @@ class Connection:
             if size >= BULK_CHUNK_BYTES:
                 await self._write_and_drain(b"".join(chunk))
                 chunk, size = [], 0
+                if time_slice is not None:
+                    await time_slice.pause()
         if chunk:
             await self._write_and_drain(b"".join(chunk))
+            if time_slice is not None:
+                await time_slice.pause()
 
     async def _write_and_drain(self, data: bytes) -> None:
         if self.closing or self._transport.is_closing():

@@ -83,6 +83,7 @@ class AthenaServer:
             slow_consumer_limit=settings.slow_consumer_limit,
             ping_interval=settings.ping_interval,
             rate_limit=settings.client_rate_limit,
+            max_subscriptions=settings.max_subscriptions,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

@@ -14,6 +14,7 @@ import time
 import orjson
 from aiohttp import WSMsgType, web
 
+from athena_cdc import slicing
 from athena_cdc.hub.connection import Connection
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
@@ -21,6 +22,7 @@ from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import messages as m
 from athena_cdc.protocol.handshake import CLIENT_HEADER, HandshakeRejected, client_name
 from athena_cdc.server.rate_limit import RateLimiter
+from athena_cdc.slicing import TimeSlice
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class WebSocketEndpoint:
         slow_consumer_limit: int,
         ping_interval: float,
         rate_limit: float | None = None,
+        max_subscriptions: int | None = None,
     ) -> None:
         self.log = event_log
         self.hub = hub
@@ -44,6 +47,7 @@ class WebSocketEndpoint:
         self.slow_consumer_limit = slow_consumer_limit
         self.ping_interval = ping_interval
         self.rate_limit = rate_limit
+        self.max_subscriptions = max_subscriptions
         self.accepting = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -145,6 +149,18 @@ class WebSocketEndpoint:
         if isinstance(message, m.Travel):
             await self._travel(conn, message)
         elif isinstance(message, m.Subscribe):
+            if self._subscriptions_full(conn, message.organization_id):
+                self._error(
+                    conn,
+                    m.ProtocolError(
+                        "limit_exceeded",
+                        f"Not subscribed to {message.organization_id!r}: at most "
+                        f"{self.max_subscriptions} subscriptions per connection "
+                        "(--max-subscriptions); unsubscribe from a channel first, "
+                        "or open another connection.",
+                    ),
+                )
+                return
             self.hub.subscribe(conn, message.organization_id)
             conn.send(m.subscribed_message(conn.client_id, message.organization_id))
         elif isinstance(message, m.Unsubscribe):
@@ -152,6 +168,12 @@ class WebSocketEndpoint:
             conn.send(m.unsubscribed_message(conn.client_id, message.organization_id))
         else:
             conn.send(m.PONG_MESSAGE)
+
+    def _subscriptions_full(self, conn: Connection, channel: str) -> bool:
+        """Whether subscribing to ``channel`` would pass ``--max-subscriptions`` (each
+        subscription costs the hub memory and makes a travel without a channel longer)."""
+        limit = self.max_subscriptions
+        return limit is not None and channel not in conn.channels and len(conn.channels) >= limit
 
     def _error(self, conn: Connection, error: m.ProtocolError) -> None:
         self.metrics.client_errors.labels(error.code).inc()
@@ -163,16 +185,21 @@ class WebSocketEndpoint:
             (travel.organization_id,) if travel.organization_id else tuple(sorted(conn.channels))
         )
         conn.hold()
-        # Events after these seqs are held for this connection and follow the ack.
-        until = {channel: self.log.bounds(channel).last_seq for channel in channels}
-        query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
-        reader = self.log.travel_reader(query)
+        time_slice = TimeSlice()
+        slicing.job_started()
         try:
+            # Events after these seqs are held for this connection and follow the ack.
+            until = await self._newest_seqs(conn, channels, time_slice)
+            query = TravelQuery(
+                channels, travel.since_seq, travel.since_ts_ms, travel.limit, until
+            )
+            reader = self.log.travel_reader(query)
+            reader.slice = time_slice
             try:
                 # Each page is written (and drained) before the next is read.
                 async with contextlib.aclosing(reader.pages()) as pages:
                     async for page in pages:
-                        await conn.write_bulk([event.frame for event in page])
+                        await conn.write_bulk([event.frame for event in page], time_slice)
             except StorageUnavailable as exc:
                 # Events already sent stay sent; the error takes the ack's place.
                 self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
@@ -193,7 +220,25 @@ class WebSocketEndpoint:
         except ConnectionError:
             pass  # the client went away mid-reply
         finally:
+            slicing.job_done()
             conn.release()
+
+    async def _newest_seqs(
+        self, conn: Connection, channels: tuple[str, ...], time_slice: TimeSlice
+    ) -> dict[str, int]:
+        """Each channel's newest seq when the hold began: the travel returns nothing
+        newer, so what follows comes live, once. Thousands of channels take a few loop
+        turns to look up; events appended meanwhile are already held, so each channel
+        ends before its first held event."""
+        until: dict[str, int] = {}
+        for number, channel in enumerate(channels, 1):
+            until[channel] = self.log.bounds(channel).last_seq
+            if number % 256 == 0:
+                await time_slice.pause()
+        for channel, first_held in conn.first_held_seqs().items():
+            if channel in until:
+                until[channel] = min(until[channel], first_held - 1)
+        return until
 
 
 def _dumps(obj: object) -> str:
