@@ -48,7 +48,7 @@ class TimeSlice:
 #
 # Garbage collection: a travel over 10,000 channels holds a page of events per channel
 # (200,000 objects) while it merges them. They live long enough to be promoted and then
-# trigger full collections, each of which scans every object of the process: 50–100 ms
+# trigger full collections, each of which scans every object of the process: 50 to 100 ms
 # during which the loop stands still, however finely the job is sliced. With automatic
 # collection off while jobs run, that garbage is freed by reference counting (the job
 # frees it a slice at a time), and collection resumes when the last job ends.
