@@ -13,8 +13,10 @@ travel stops where the live stream was when it began, so each event is sent once
 When a client's socket is full, what comes next for it waits in the connection (as
 references to the shared batches); a client whose waiting data passes ``limit`` is a
 slow consumer: the waiting data is dropped, and it is closed with 4008 and told to
-travel from its last seq. Nothing is lost, the log has the events, and the close frame
-follows only the little the transport already held.
+travel from its last seq. Nothing is lost, the log has the events. The close frame
+follows what the transport already held (whole frames), and the client is given a
+grace to read it all (see :meth:`Connection._close_ws`); only a client that stops
+reading is aborted.
 """
 
 from __future__ import annotations
