@@ -60,19 +60,27 @@ class TimeSlice:
 # While jobs run, the loop thread is made to hand the GIL over after 0.1 ms.
 
 JOB_SWITCH_INTERVAL_S = 0.0001
+# Jobs that overlap without end (a storm of reconnecting clients travelling) must not
+# keep collection off for good: a job that starts after this long collects once.
+GC_OFF_MAX_S = 10.0
 _jobs = 0
 _saved_switch_interval = 0.005
+_gc_off_since = 0.0
 
 
 def job_started() -> None:
     """A sliced job begins (pair with :func:`job_done`, in a ``finally``)."""
-    global _jobs, _saved_switch_interval
+    global _jobs, _saved_switch_interval, _gc_off_since
     if _jobs == 0:
         if not gc.isenabled():
             return  # someone else (a test, an embedding program) manages collection
         gc.disable()
+        _gc_off_since = time.monotonic()
         _saved_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(_saved_switch_interval, JOB_SWITCH_INTERVAL_S))
+    elif time.monotonic() - _gc_off_since > GC_OFF_MAX_S:
+        gc.collect()
+        _gc_off_since = time.monotonic()
     _jobs += 1
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import statistics
 import time
@@ -282,3 +283,25 @@ async def test_a_50000_event_travel_runs_in_short_steps(
     assert ack["count"] == TRAVEL_LIMIT
     longest = sorted(steps)[-3:]
     assert longest[-1] <= MAX_STEP_CPU_S, f"longest loop steps (CPU): {longest}"
+
+
+def test_collection_is_off_only_while_jobs_run_and_not_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from athena_cdc import slicing
+
+    assert gc.isenabled()
+    slicing.job_started()
+    slicing.job_started()  # jobs overlap
+    try:
+        assert not gc.isenabled()
+        collections = gc.get_stats()[2]["collections"]
+        monkeypatch.setattr(slicing, "GC_OFF_MAX_S", 0.0)
+        slicing.job_started()  # off too long: this one collects once
+        slicing.job_done()
+        assert gc.get_stats()[2]["collections"] == collections + 1
+        slicing.job_done()
+        assert not gc.isenabled()  # one job still runs
+    finally:
+        slicing.job_done()
+    assert gc.isenabled()
