@@ -7,10 +7,13 @@ server stalls, the probes it could not accept meanwhile count as late too (a pub
 that waited for each answer would otherwise hide the stall behind a single slow probe).
 
 Each round measures a baseline window without a travel, then the window of a travel
-over 10,000 channels (limit 50,000); the test passes when, in some round, the p99
-latency during the travel is at most ``ALLOWED_P99_INCREASE_S`` above the baseline's.
-Several rounds make it robust on a noisy machine; an unsliced travel stalls the loop
-for hundreds of milliseconds every round.
+over 10,000 channels (limit 50,000); the test passes when the p99 latency of the
+quietest travel window is at most ``ALLOWED_P99_INCREASE_S`` above that of the
+quietest baseline window. Several rounds make it robust on a noisy machine; an
+unsliced travel stalls the loop for about a second every round.
+
+A second test measures the same property from inside an in-process server, where
+noise cannot reach it: the CPU time of each event-loop step during a travel.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ class Probe:
 async def stall_rig(store: str, tmp_path: Path) -> AsyncIterator[tuple[Traveller, Probe]]:
     args = ["--store", store, "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
     args += ["--max-subscriptions", str(CHANNELS + 10), "--client-rate-limit", "none"]
+    args += ["--ping-interval", "10m"]  # the raw clients here do not answer pings
     with ServerProcess(args) as server:
         async with aiohttp.ClientSession() as session:
             await fill(session, server.base, channel_names(CHANNELS))
