@@ -71,6 +71,14 @@ def parse_optional_duration(value: object) -> float | None:
     return parse_duration(value)
 
 
+def parse_optional_rate(value: object) -> float | None:
+    """``100``, ``2.5`` → per second; ``none``, ``off`` or ``0`` → no limit."""
+    if value is None or str(value).strip().lower() in ("", "none", "off"):
+        return None
+    rate = float(str(value).strip())
+    return None if rate == 0 else rate
+
+
 def parse_int(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")
@@ -239,11 +247,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "client_rate_limit",
-        None,
-        lambda v: None if v in (None, "", "none") else float(v),
-        "messages per second a client may send (bursts of twice that); default: no limit",
+        100.0,
+        parse_optional_rate,
+        "messages per second a WebSocket client may send, travels and subscribes included "
+        "(bursts of ten seconds' worth); none or 0 turns the limit off",
         metavar="N",
-        check=lambda v: None if v is None or v > 0 else "must be positive",
+        check=lambda v: None if v is None or v > 0 else "must be positive, or none",
     ),
     Option(
         "ping_interval",
@@ -406,6 +415,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="DURATION",
         check=lambda v: None if v > 0 else "must be positive",
     ),
+    Option(
+        "max_subscriptions",
+        1_000,
+        parse_int,
+        "channels one WebSocket connection may be subscribed to at once",
+        metavar="N",
+        check=_at_least(1),
+    ),
 )
 
 AUTH_OPTIONS: tuple[Option, ...] = (
@@ -491,7 +508,7 @@ class Settings:
     tls_key: str | None = None
     publish_key: str | None = None
     slow_consumer_limit: int = 4 * 1024**2
-    client_rate_limit: float | None = None
+    client_rate_limit: float | None = 100.0
     ping_interval: float = 30.0
     shutdown_timeout: float = 10.0
     uvloop: bool = True
@@ -521,6 +538,7 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     protect_ops: bool = False
     ops_key: str | None = None
+    max_subscriptions: int = 1_000
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

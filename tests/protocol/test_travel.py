@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from athena_cdc import slicing
+from athena_cdc.log.base import NewEvent
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import Client, client, event, publish, publish_many, seqs
 from tests.support.servers import running_server
@@ -415,3 +417,46 @@ async def test_events_appended_while_a_tail_travel_reads_the_disk_arrive_in_orde
             new += seqs(await c.recv_events(5 - len(new)))
             assert new == [201, 202, 203, 204, 205], (seqs(replayed), new)
             await c.expect_silence(0.2)
+
+
+async def test_a_sliced_travel_over_many_channels_sends_each_event_once(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A travel over hundreds of channels looks up where each one ends across several
+    loop turns. Events appended meanwhile must come either in the reply or live after
+    the ack, never both: here two are appended at the travel's first pause, to a
+    channel already looked up and to one not yet looked up."""
+    channels = [f"m{n:04d}" for n in range(600)]
+    settings: dict[str, Any] = {
+        "store": store,
+        "data_dir": str(tmp_path / "d"),
+        "max_subscriptions": 1_000,
+        "client_rate_limit": None,
+    }
+    async with running_server(**settings) as server, client(server, "m") as c:
+        for channel in channels:
+            await c.send({"type": "subscribe", "organization_id": channel})
+        for _ in channels:
+            assert (await c.recv())["status"] == "subscribed"
+        await publish(server, [event(ch, "old") for ch in channels])
+        await c.recv_events(len(channels))  # live
+
+        pause = slicing.TimeSlice.pause
+        appended: list[str] = []
+
+        async def pause_after_appending(time_slice: slicing.TimeSlice) -> None:
+            if not appended:
+                appended.extend((channels[0], channels[-1]))
+                await server.log.append([NewEvent(ch, b'"mid"') for ch in appended])
+            await pause(time_slice)
+
+        monkeypatch.setattr(slicing.TimeSlice, "pause", pause_after_appending)
+        replayed, ack = await c.travel(limit=50_000)
+        after = await c.recv_events(2, within=10)
+        await c.expect_silence(0.2)
+    assert appended, "the travel never paused"
+    assert ack["count"] == len(replayed)
+    received = [(e["organization_id"], e["data"]["seq"]) for e in replayed + after]
+    expected = [(ch, 1) for ch in channels] + [(ch, 2) for ch in appended]
+    assert sorted(received) == sorted(expected)  # each once
+    assert [e["data"]["payload"] for e in after] == ["mid", "mid"]  # live, after the ack

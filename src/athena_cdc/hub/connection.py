@@ -13,21 +13,23 @@ travel stops where the live stream was when it began, so each event is sent once
 When a client's socket is full, what comes next for it waits in the connection (as
 references to the shared batches); a client whose waiting data passes ``limit`` is a
 slow consumer: the waiting data is dropped, and it is closed with 4008 and told to
-travel from its last seq. Nothing is lost, the log has the events, and the close frame
-follows only the little the transport already held.
+travel from its last seq. Nothing is lost, the log has the events. The close frame
+follows what the transport already held (whole frames), and the client is given a
+grace to read it all (see :meth:`Connection._close_ws`); only a client that stops
+reading is aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from athena_cdc.auth.tokens import OPEN_GRANT, Grant
 from athena_cdc.log.base import Event
 from athena_cdc.protocol.frames import text_frame
+from athena_cdc.slicing import TimeSlice
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -36,9 +38,15 @@ log = logging.getLogger(__name__)
 
 SLOW_CONSUMER_CODE = 4008
 SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
-BULK_CHUNK_BYTES = 1 << 20  # travel replies are written in chunks of about this size
+BULK_CHUNK_BYTES = 256 * 1024  # travel replies are written in chunks of about this size
 WRITE_HIGH_WATER = 64 * 1024  # unsent bytes in the transport that mean "socket full"
-CLOSE_GRACE_S = 5.0  # how long a closing client has to answer before the socket is dropped
+# A closing client is dropped when it reads nothing for CLOSE_GRACE_S, or has not read
+# what was buffered for it within close_grace(): CLOSE_GRACE_S plus the time it takes
+# at CLOSE_DRAIN_FLOOR_BPS (a slow mobile link), at most CLOSE_GRACE_MAX_S.
+CLOSE_GRACE_S = 5.0
+CLOSE_DRAIN_FLOOR_BPS = 64 * 1024
+CLOSE_GRACE_MAX_S = 60.0
+CLOSE_POLL_S = 0.05
 TRAVEL_WRITE_TIMEOUT_S = 30.0  # a client that does not read a travel reply for this long is slow
 
 
@@ -215,8 +223,19 @@ class Connection:
         for batch in held:
             self._queue(batch.blob)
 
-    async def write_bulk(self, frames: Sequence[bytes]) -> None:
-        """Write a travel reply in large chunks, waiting for the socket between them."""
+    def first_held_seqs(self) -> dict[str, int]:
+        """The first seq held back per channel since :meth:`hold` (where the travel,
+        which must not return what follows live, ends at the latest)."""
+        first: dict[str, int] = {}
+        for batch in self._held or ():
+            first.setdefault(batch.channel, batch.events[0].seq)
+        return first
+
+    async def write_bulk(
+        self, frames: Sequence[bytes], time_slice: TimeSlice | None = None
+    ) -> None:
+        """Write a travel reply in large chunks, waiting for the socket between them
+        and giving way to the event loop when ``time_slice`` is spent."""
         # What still waits for a full socket goes first, in the same write.
         chunk: list[bytes] = list(self._pending)
         size = self._pending_bytes
@@ -227,8 +246,12 @@ class Connection:
             if size >= BULK_CHUNK_BYTES:
                 await self._write_and_drain(b"".join(chunk))
                 chunk, size = [], 0
+                if time_slice is not None:
+                    await time_slice.pause()
         if chunk:
             await self._write_and_drain(b"".join(chunk))
+            if time_slice is not None:
+                await time_slice.pause()
 
     async def _write_and_drain(self, data: bytes) -> None:
         if self.closing or self._transport.is_closing():
@@ -263,28 +286,73 @@ class Connection:
             self._draining = None
         self._held = None
         if self._ws is not None:
-            task = asyncio.get_running_loop().create_task(self._close_ws(code, reason))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _keep(asyncio.get_running_loop().create_task(self._close_ws(code, reason)))
         else:
             self._transport.abort()
 
     async def _close_ws(self, code: int, reason: str) -> None:
+        """The close frame, after everything already written, then the socket closed.
+
+        Every write is of whole frames, so the close frame lands on a frame boundary
+        behind them; nothing new is queued once closing. The client then has a grace
+        to read what the transport still holds: :func:`close_grace` of what is
+        buffered, as long as it reads something every ``CLOSE_GRACE_S``. Only a peer
+        that reads nothing, or reads too slowly to finish within the grace, is
+        aborted (dropping its buffered bytes: a stuck client must not hold our memory).
+        """
         assert self._ws is not None
+        closer = asyncio.get_running_loop().create_task(
+            self._ws.close(code=code, message=reason.encode(), drain=False)
+        )
+        try:
+            if not await self._drained_within_grace():
+                self._transport.abort()
+        finally:
+            if not closer.done():
+                # The close frame is out; aiohttp waits for the client's answer (and
+                # closes the socket after its own timeout when none comes).
+                _keep(closer)
+            elif not closer.cancelled():
+                closer.exception()  # retrieved: a close on a dead socket may fail
+
+    async def _drained_within_grace(self) -> bool:
+        """Wait until the transport has handed every byte (the close frame included)
+        to the kernel; False if the client stopped reading or ran out of grace."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CLOSE_GRACE_S
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self._ws.close(code=code, message=reason.encode(), drain=False), CLOSE_GRACE_S
-            )
-        # The close frame sits behind what the client has not read yet: give it the
-        # grace period to read it all, then drop the socket and its buffered bytes
-        # (a client that never reads must not hold our memory).
         transport = self._transport
-        while transport.get_write_buffer_size() and loop.time() < deadline:  # noqa: ASYNC110 - no event for "drained"
-            await asyncio.sleep(0.05)
-        if transport.get_write_buffer_size():
-            transport.abort()
+        started = loop.time()
+        await asyncio.sleep(0)  # the close frame is written
+        size = transport.get_write_buffer_size()
+        deadline = started + close_grace(size)
+        progress_at = started
+        while size:
+            await asyncio.sleep(CLOSE_POLL_S)
+            now = loop.time()
+            current = transport.get_write_buffer_size()
+            if current < size:
+                progress_at = now
+            size = current
+            if size and (now - progress_at >= CLOSE_GRACE_S or now >= deadline):
+                log.info(
+                    "client %r: %d bytes unread after %.1f s of closing; dropping it",
+                    self.client_id,
+                    size,
+                    now - started,
+                )
+                return False
+        return True
 
 
-_background: set[asyncio.Task[None]] = set()
+def close_grace(buffered: int) -> float:
+    """How long a closing client may take to read what is still buffered for it: the
+    base grace, plus the time to read it at a slow but real rate, capped."""
+    return min(CLOSE_GRACE_S + buffered / CLOSE_DRAIN_FLOOR_BPS, CLOSE_GRACE_MAX_S)
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    """Keep a background task referenced until it ends (the loop holds tasks weakly)."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[Any]] = set()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from athena_cdc.log.base import ChannelBounds, Event, Gap, TravelQuery, TravelResult
+from athena_cdc.slicing import TimeSlice
 
 if TYPE_CHECKING:
     from athena_cdc.log.base import EventLog
@@ -30,8 +31,11 @@ if TYPE_CHECKING:
 PAGE = 5_000  # events handed out at a time (about 1 MiB of frames)
 MIN_PAGE = 256  # events read per channel at a time when several channels are merged
 # One channel is read as a small first page (so the reply starts at once), then the
-# rest in one read: one disk query, whose result can join the sqlite cache whole.
+# rest in reads of at most MAX_READ events, each of which builds its events without
+# giving way to the loop: about a millisecond of work.
 FIRST_PAGE = 1_000
+MAX_READ = 2_000
+MERGE_CHECK_EVERY = 64  # merged events between two looks at the time slice
 
 
 @dataclass(slots=True)
@@ -43,6 +47,7 @@ class _Stream:
     channel: str
     page: int
     newest: bool
+    rank: int = 0  # position of ``channel`` in name order: the merge key's middle part
     first_page: int = 0  # size of the first read, when it differs from ``page``
     events: list[Event] = field(default_factory=list)
     index: int = 0
@@ -74,44 +79,48 @@ class _Stream:
         return self.current()
 
 
-class _Key:
-    """Merge key; reversed when walking back from the newest events."""
-
-    __slots__ = ("key", "reverse")
-
-    def __init__(self, event: Event, reverse: bool) -> None:
-        self.key = (event.ts_ms, event.channel, event.seq)
-        self.reverse = reverse
-
-    def __lt__(self, other: _Key) -> bool:
-        return self.key > other.key if self.reverse else self.key < other.key
+def _key(event: Event, rank: int, newest: bool) -> tuple[int, int, int]:
+    """Merge key ``(ts_ms, channel, seq)`` as integers (the channel by its rank in name
+    order), so the heap compares plain tuples; negated when walking back from the newest."""
+    if newest:
+        return (-event.ts_ms, -rank, -event.seq)
+    return (event.ts_ms, rank, event.seq)
 
 
-async def _merged(streams: list[_Stream], newest: bool) -> AsyncGenerator[Event, None]:
+async def _merged(
+    streams: list[_Stream], newest: bool, time_slice: TimeSlice
+) -> AsyncGenerator[Event, None]:
     """The streams' events in merge order (descending when ``newest``)."""
-    heap = [
-        (_Key(event, newest), number)
-        for number, stream in enumerate(streams)
-        if (event := stream.current()) is not None
-    ]
-    heapq.heapify(heap)
+    by_rank: dict[int, _Stream] = {}
+    heap: list[tuple[int, int, int]] = []
+    for number, stream in enumerate(streams, 1):
+        by_rank[stream.rank] = stream
+        if (event := stream.current()) is not None:
+            heapq.heappush(heap, _key(event, stream.rank, newest))
+        if number % MERGE_CHECK_EVERY == 0:
+            await time_slice.pause()
+    merged = 0
     while heap:
-        _, number = heapq.heappop(heap)
-        stream = streams[number]
+        key = heapq.heappop(heap)
+        stream = by_rank[-key[1] if newest else key[1]]
         event = stream.current()
         assert event is not None
         yield event
         following = await stream.advance()
         if following is not None:
-            heapq.heappush(heap, (_Key(following, newest), number))
+            heapq.heappush(heap, _key(following, stream.rank, newest))
+        merged += 1
+        if merged % MERGE_CHECK_EVERY == 0:
+            await time_slice.pause()
 
 
-async def _pages(stream: _Stream) -> AsyncGenerator[list[Event], None]:
+async def _pages(stream: _Stream, time_slice: TimeSlice) -> AsyncGenerator[list[Event], None]:
     """A single stream's pages, as read."""
     while stream.events:
         yield stream.events
         if stream.exhausted:
             return
+        await time_slice.pause()
         await stream.fetch(after=stream.events[-1])
 
 
@@ -134,6 +143,7 @@ class TravelReader:
     def __init__(self, log: EventLog, query: TravelQuery) -> None:
         self.log = log
         self.query = query
+        self.slice = TimeSlice()  # shared with whoever writes the pages out
         self.count = 0
         self.has_more = False
         self.gaps: list[Gap] = []
@@ -143,12 +153,21 @@ class TravelReader:
         if not streams:
             return
         if streams[0].newest:
-            picked = await self._newest_of_several(streams)
-            for start in range(0, len(picked), PAGE):
-                yield picked[start : start + PAGE]
+            newest_first = await self._newest_of_several(streams)
+            await self._release(streams)
+            # Handed out from the end, so each page's events are freed once it is
+            # written (freeing 50,000 at once would be a stall of its own).
+            while newest_first:
+                page = newest_first[-PAGE:]
+                del newest_first[-PAGE:]
+                page.reverse()
+                yield page
             return
         # One channel needs no merge: its pages are handed out as read.
-        chunks = _pages(streams[0]) if len(streams) == 1 else _batches(_merged(streams, False))
+        if len(streams) == 1:
+            chunks = _pages(streams[0], self.slice)
+        else:
+            chunks = _batches(_merged(streams, False, self.slice))
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 room = self.query.limit - self.count
@@ -160,13 +179,23 @@ class TravelReader:
                     yield chunk
                 if self.has_more:
                     break
+        await self._release(streams)
         self.has_more = self.has_more or cut_before
+
+    async def _release(self, streams: list[_Stream]) -> None:
+        """Drop the streams' unread pages a few at a time: a merge over 10,000 channels
+        holds a page of each, and freeing them all at once would stall the loop."""
+        for number, stream in enumerate(streams, 1):
+            stream.events = []
+            if number % 64 == 0:
+                await self.slice.pause()
 
     async def _open_streams(self) -> tuple[list[_Stream], bool]:
         """A stream per channel, first page read and gaps noted; and, for the tail of
         one channel read as a cursor, whether events before the cut matched too."""
         query = self.query
         channels = list(dict.fromkeys(query.channels))  # unique, in order
+        ranks = {channel: rank for rank, channel in enumerate(sorted(channels))}
         want = query.limit + 1  # one more than the limit tells whether more matched
         cut_before = False
         if len(channels) == 1:
@@ -174,14 +203,21 @@ class TravelReader:
             if not query.has_cursor:
                 read, cut_before = self._tail_as_cursor(channels[0])
             head = min(want, FIRST_PAGE)
-            streams = [_Stream(self.log, read, channels[0], max(1, want - head), False, head)]
+            rest = min(max(1, want - head), MAX_READ)
+            streams = [_Stream(self.log, read, channels[0], rest, False, first_page=head)]
             reaches_start = True
         else:
-            page = max(MIN_PAGE, want // max(1, len(channels)) + 1)
-            streams = [_Stream(self.log, query, ch, page, not query.has_cursor) for ch in channels]
+            page = min(max(MIN_PAGE, want // max(1, len(channels)) + 1), MAX_READ)
+            newest = not query.has_cursor
+            streams = []
+            for number, channel in enumerate(channels, 1):
+                streams.append(_Stream(self.log, query, channel, page, newest, ranks[channel]))
+                if number % 64 == 0:
+                    await self.slice.pause()
             reaches_start = query.since_seq is not None or page > query.limit
         for stream in streams:
             await stream.fetch()
+            await self.slice.pause()
             first_read = min((e.seq for e in stream.events), default=None)
             gap = retention_gap(
                 stream.channel, self.log.bounds(stream.channel), query, first_read, reaches_start
@@ -191,17 +227,17 @@ class TravelReader:
         return streams, cut_before
 
     async def _newest_of_several(self, streams: list[_Stream]) -> list[Event]:
-        """The newest ``limit`` over several channels: walk back to the cut, oldest first."""
+        """The newest ``limit`` over several channels: walk back to the cut (the list
+        is newest first)."""
         picked: list[Event] = []
-        merged = _merged(streams, newest=True)
+        merged = _merged(streams, True, self.slice)
         async with contextlib.aclosing(merged):
             async for event in merged:
                 picked.append(event)
                 if len(picked) > self.query.limit:
                     break
         self.has_more = len(picked) > self.query.limit
-        picked = picked[: self.query.limit]
-        picked.reverse()
+        del picked[self.query.limit :]
         self.count = len(picked)
         return picked
 

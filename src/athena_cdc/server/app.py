@@ -93,6 +93,7 @@ class AthenaServer:
             ping_timeout=settings.ping_timeout,
             rate_limit=settings.client_rate_limit,
             guard=self.guard,
+            max_subscriptions=settings.max_subscriptions,
         )
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
         self.deadlines = Deadlines(

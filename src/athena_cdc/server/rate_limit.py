@@ -1,14 +1,22 @@
-"""A token bucket: at most ``rate`` client messages per second, bursts of ``2 * rate``."""
+"""A token bucket: at most ``rate`` client messages per second, bursts of ten seconds' worth.
+
+The burst is generous on purpose: a client that (re)connects subscribes to its channels
+and travels each of them at once, a thousand messages for a thousand channels (the
+default ``--max-subscriptions``), and must not be refused for it; what the limit stops
+is a client that keeps sending faster than ``rate``.
+"""
 
 from __future__ import annotations
 
 import time
 
+BURST_SECONDS = 10.0
+
 
 class RateLimiter:
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, 2 * rate)
+        self.capacity = burst if burst is not None else max(1.0, BURST_SECONDS * rate)
         self.tokens = self.capacity
         self.updated = time.monotonic()
 

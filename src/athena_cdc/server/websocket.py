@@ -15,6 +15,7 @@ import time
 import orjson
 from aiohttp import WSMsgType, web
 
+from athena_cdc import slicing
 from athena_cdc.auth.guard import Guard, Refused
 from athena_cdc.auth.tokens import TokenRejected
 from athena_cdc.hub.connection import Connection
@@ -34,6 +35,7 @@ from athena_cdc.protocol.handshake import (
 from athena_cdc.server.frame_guard import GuardedWebSocketResponse
 from athena_cdc.server.keepalive import KeepAlive
 from athena_cdc.server.rate_limit import RateLimiter
+from athena_cdc.slicing import TimeSlice
 
 log = logging.getLogger(__name__)
 failures = RateLimitedLog(log)  # one bug, hit by every client, is one record a second
@@ -58,6 +60,7 @@ class WebSocketEndpoint:
         ping_timeout: float = 45.0,
         rate_limit: float | None = None,
         guard: Guard | None = None,
+        max_subscriptions: int | None = None,
     ) -> None:
         self.guard = guard or Guard()
         self.log = event_log
@@ -67,6 +70,7 @@ class WebSocketEndpoint:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.rate_limit = rate_limit
+        self.max_subscriptions = max_subscriptions
         self.accepting = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -261,6 +265,18 @@ class WebSocketEndpoint:
             if not conn.grant.read.covers(message.organization_id):
                 self._forbidden(conn, message.organization_id)
                 return
+            if self._subscriptions_full(conn, message.organization_id):
+                self._error(
+                    conn,
+                    m.ProtocolError(
+                        "limit_exceeded",
+                        f"Not subscribed to {message.organization_id!r}: at most "
+                        f"{self.max_subscriptions} subscriptions per connection "
+                        "(--max-subscriptions); unsubscribe from a channel first, "
+                        "or open another connection.",
+                    ),
+                )
+                return
             self.hub.subscribe(conn, message.organization_id)
             conn.send(
                 m.subscribed_message(
@@ -326,6 +342,12 @@ class WebSocketEndpoint:
         self.metrics.client_errors.labels("token_expired").inc()
         conn.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON)
 
+    def _subscriptions_full(self, conn: Connection, channel: str) -> bool:
+        """Whether subscribing to ``channel`` would pass ``--max-subscriptions`` (each
+        subscription costs the hub memory and makes a travel without a channel longer)."""
+        limit = self.max_subscriptions
+        return limit is not None and channel not in conn.channels and len(conn.channels) >= limit
+
     def _error(self, conn: Connection, error: m.ProtocolError) -> None:
         self.metrics.client_errors.labels(error.code).inc()
         conn.send(error.to_message())
@@ -336,16 +358,21 @@ class WebSocketEndpoint:
             (travel.organization_id,) if travel.organization_id else tuple(sorted(conn.channels))
         )
         conn.hold()
-        # Events after these seqs are held for this connection and follow the ack.
-        until = {channel: self.log.bounds(channel).last_seq for channel in channels}
-        query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
-        reader = self.log.travel_reader(query)
+        time_slice = TimeSlice()
+        slicing.job_started()
         try:
+            # Events after these seqs are held for this connection and follow the ack.
+            until = await self._newest_seqs(conn, channels, time_slice)
+            query = TravelQuery(
+                channels, travel.since_seq, travel.since_ts_ms, travel.limit, until
+            )
+            reader = self.log.travel_reader(query)
+            reader.slice = time_slice
             try:
                 # Each page is written (and drained) before the next is read.
                 async with contextlib.aclosing(reader.pages()) as pages:
                     async for page in pages:
-                        await conn.write_bulk([event.frame for event in page])
+                        await conn.write_bulk([event.frame for event in page], time_slice)
             except StorageUnavailable as exc:
                 # Events already sent stay sent; the error takes the ack's place.
                 self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
@@ -367,7 +394,25 @@ class WebSocketEndpoint:
         except ConnectionError:
             pass  # the client went away mid-reply
         finally:
+            slicing.job_done()
             conn.release()
+
+    async def _newest_seqs(
+        self, conn: Connection, channels: tuple[str, ...], time_slice: TimeSlice
+    ) -> dict[str, int]:
+        """Each channel's newest seq when the hold began: the travel returns nothing
+        newer, so what follows comes live, once. Thousands of channels take a few loop
+        turns to look up; events appended meanwhile are already held, so each channel
+        ends before its first held event."""
+        until: dict[str, int] = {}
+        for number, channel in enumerate(channels, 1):
+            until[channel] = self.log.bounds(channel).last_seq
+            if number % 256 == 0:
+                await time_slice.pause()
+        for channel, first_held in conn.first_held_seqs().items():
+            if channel in until:
+                until[channel] = min(until[channel], first_held - 1)
+        return until
 
 
 def _dumps(obj: object) -> str:
