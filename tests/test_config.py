@@ -115,3 +115,16 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
 def test_tls_certificate_and_key_go_together() -> None:
     with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
         settings_from(["--tls-cert", "cert.pem"])
+
+
+def test_the_readme_configuration_table_lists_every_option() -> None:
+    """The README's table is written by hand: this keeps it from missing an option."""
+    from pathlib import Path
+
+    from athena_cdc.config import OPTIONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [
+        o.flag for o in OPTIONS if f"| `{o.flag}`" not in readme and f"`{o.flag}` /" not in readme
+    ]
+    assert not missing, f"README.md's configuration table lacks {missing}"
