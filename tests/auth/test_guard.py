@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from athena_cdc.auth.guard import Guard, Refused
+from athena_cdc.auth.guard import DenialLog, Guard, Refused
 from athena_cdc.auth.tokens import OPEN_GRANT, TokenVerifier
 
 SECRET = "k" * 40
@@ -95,3 +95,19 @@ def test_origins_outside_the_allowed_list_are_refused() -> None:
     g.upgrade({}, None, "x")  # not a browser
     with refused(403, "forbidden"):
         g.upgrade({"Origin": "https://evil.example.com"}, None, "x")
+
+
+def test_denials_are_counted_each_time_but_logged_once_per_reason_per_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counted: list[str] = []
+    g = Guard(TokenVerifier(secret=SECRET), denials=DenialLog(counted.append))
+    with caplog.at_level("INFO", logger="athena_cdc.auth.guard"):
+        for _ in range(1000):
+            with pytest.raises(Refused):
+                g.upgrade({}, None, "x")
+            with pytest.raises(Refused):
+                g.upgrade(bearer(token(channels=["y"])), None, "x")
+    assert counted.count("missing") == 1000 and counted.count("channel") == 1000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # one per reason within the second
