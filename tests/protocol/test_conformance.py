@@ -321,13 +321,17 @@ async def test_fragmented_message_with_a_ping_in_between_is_read(
         raw.close()
 
 
-async def test_many_frames_in_one_write_are_all_answered_in_order(
-    memory_server: AthenaServer,
-) -> None:
-    # Far more frames than the guard reads in one turn of the event loop.
+async def test_many_frames_in_one_write_are_all_answered_in_order() -> None:
+    # Far more frames than the guard reads in one turn of the event loop (and than the
+    # default rate limit's burst: it is off here).
     count = 3000
     messages = [frame(OP_TEXT, b'{"type":"ping","n":%d}' % i) for i in range(count)]
-    raw = await connect(memory_server)
+    async with running_server(store="memory", client_rate_limit=None) as srv:
+        await _answered_in_order(srv, messages, count)
+
+
+async def _answered_in_order(srv: AthenaServer, messages: list[bytes], count: int) -> None:
+    raw = await connect(srv)
     try:
         raw.writer.write(b"".join(messages) + PING_MESSAGE)
         for _ in range(count + 1):
@@ -406,8 +410,8 @@ async def test_pings_over_the_rate_limit_are_not_answered() -> None:
     async with running_server(store="memory", client_rate_limit=50) as srv:
         raw = await connect(srv)
         try:
-            # 500 pings at once against 50/s with bursts of 100: most go unanswered.
-            raw.writer.write(b"".join(frame(OP_PING, b"%d" % i) for i in range(500)))
+            # 2,000 pings at once against 50/s with bursts of 500: most go unanswered.
+            raw.writer.write(b"".join(frame(OP_PING, b"%d" % i) for i in range(2000)))
             pongs = 0
             deadline = time.monotonic() + 1.0
             while (left := deadline - time.monotonic()) > 0:
@@ -417,7 +421,7 @@ async def test_pings_over_the_rate_limit_are_not_answered() -> None:
                     break
                 assert opcode == OP_PONG
                 pongs += 1
-            assert 50 <= pongs <= 200, pongs
+            assert 500 <= pongs <= 650, pongs
             # The connection stays open, and once the client slows down it is answered.
             await asyncio.sleep(0.5)
             raw.writer.write(frame(OP_PING, b"later"))
@@ -430,7 +434,8 @@ async def test_pings_count_against_the_message_rate() -> None:
     async with running_server(store="memory", client_rate_limit=20) as srv:
         raw = await connect(srv)
         try:
-            raw.writer.write(b"".join(frame(OP_PING) for _ in range(100)) + PING_MESSAGE)
+            # 20/s with bursts of 200: the 201st message is over the rate.
+            raw.writer.write(b"".join(frame(OP_PING) for _ in range(300)) + PING_MESSAGE)
             while True:
                 opcode, payload = await asyncio.wait_for(read_frame(raw.reader), 5)
                 if opcode == OP_TEXT:
@@ -444,7 +449,7 @@ async def test_pongs_count_against_the_message_rate() -> None:
     async with running_server(store="memory", client_rate_limit=20) as srv:
         raw = await connect(srv)
         try:
-            raw.writer.write(b"".join(frame(OP_PONG) for _ in range(100)) + PING_MESSAGE)
+            raw.writer.write(b"".join(frame(OP_PONG) for _ in range(300)) + PING_MESSAGE)
             _, payload = await asyncio.wait_for(read_frame(raw.reader), 5)
             assert json.loads(payload)["error"] == "rate_limited"
         finally:

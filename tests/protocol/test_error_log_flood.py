@@ -25,7 +25,9 @@ async def test_5000_failing_requests_log_a_handful_of_records(
 ) -> None:
     caplog.set_level(logging.ERROR)
     # A 2 KiB cache holds almost nothing: every travel reads the disk.
-    async with running_server(store="sqlite", data_dir=str(tmp_path), memory_limit=2048) as srv:
+    async with running_server(
+        store="sqlite", data_dir=str(tmp_path), memory_limit=2048, client_rate_limit=None
+    ) as srv:
         await publish(srv, [event("d", i) for i in range(100)])
         assert isinstance(srv.log, SqliteLog)
         side = sqlite3.connect(srv.log.path)
