@@ -121,6 +121,10 @@ class ServerHandle:
                 self.host,
                 "--data-dir",
                 str(self.data_dir),
+                # The load generator opens up to 10,000 connections from one address;
+                # the per-address cap (1,000 by default) is for real clients.
+                "--max-connections-per-ip",
+                "0",
                 *self.extra_args,
             ]
         if self.kind == "node":
