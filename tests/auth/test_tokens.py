@@ -189,3 +189,13 @@ def test_bearer_token_is_read_from_the_authorization_header(
     header: str | None, token: str | None
 ) -> None:
     assert bearer_token(header) == token
+
+
+def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    verifier = TokenVerifier(secret=SECRET)
+    token = hs256(claims(exp=int(time.time()) + 2))
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # no second signature check
+    time.sleep(2.1)
+    with pytest.raises(TokenRejected, match="expired"):
+        verifier.verify(token)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from athena_cdc.auth.permissions import NOTHING, ChannelPatterns, InvalidPattern
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
+VERIFIED_CACHE_SIZE = 4096  # tokens remembered as verified (a few MiB at most)
 MAX_LEEWAY_S = 30.0
 _ASYMMETRIC = (
     "RS256",
@@ -104,6 +106,7 @@ class TokenVerifier:
         self._jwks_file = jwks_file
         self._single: tuple[Any, list[str]] | None = None  # (key, algorithms)
         self._by_kid: dict[str, tuple[Any, list[str]]] = {}
+        self._verified: OrderedDict[str, Grant] = OrderedDict()
         if secret is not None:
             if len(secret.encode()) < 32:
                 raise AuthConfigError(
@@ -126,9 +129,31 @@ class TokenVerifier:
             return
         by_kid = _load_jwks(self._jwks_file)
         self._by_kid = by_kid
+        self._verified.clear()  # a key may have been withdrawn
         log.info("JWKS %s: %d keys (%s)", self._jwks_file, len(by_kid), ", ".join(by_kid))
 
     def verify(self, token: str | None) -> Grant:
+        """The grant of ``token``, or :class:`TokenRejected`.
+
+        A producer sends the same token with every ``POST /events``: tokens already
+        verified are remembered (the most recent :data:`VERIFIED_CACHE_SIZE`, each until
+        it expires), so a publish costs a dict lookup instead of a signature check.
+        """
+        if token:
+            cached = self._verified.get(token)
+            if cached is not None:
+                if cached.expires_at_ms > time.time() * 1000:
+                    self._verified.move_to_end(token)
+                    return cached
+                del self._verified[token]
+        grant = self._verify(token)
+        assert token is not None  # _verify refuses a missing one
+        self._verified[token] = grant
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return grant
+
+    def _verify(self, token: str | None) -> Grant:
         if not token:
             raise TokenRejected(
                 "missing", "no token: send Authorization: Bearer <jwt> (or ?token=)"
