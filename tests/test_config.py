@@ -128,3 +128,14 @@ def test_the_readme_configuration_table_lists_every_option() -> None:
         o.flag for o in OPTIONS if f"| `{o.flag}`" not in readme and f"`{o.flag}` /" not in readme
     ]
     assert not missing, f"README.md's configuration table lacks {missing}"
+
+
+def test_secrets_are_never_echoed_in_configuration_errors() -> None:
+    parser = build_parser()
+    for argv in (["--jwt-secret", "too-short-but-secret"], ["--ops-key", "short-secret"]):
+        with pytest.raises(ConfigError) as error:
+            load_settings(parser.parse_args(["serve", *argv]), environ={})
+        assert "secret" in str(error.value) and argv[1] not in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_settings(parser.parse_args(["serve"]), environ={"ATHENA_CDC_PUBLISH_KEY": " padded "})
+    assert " padded " not in str(error.value)

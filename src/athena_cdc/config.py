@@ -129,6 +129,7 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False  # flag may be given several times (values accumulate)
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+    secret: bool = False  # never shown in an error message (it would reach the journal)
 
     @property
     def flag(self) -> str:
@@ -236,6 +237,7 @@ OPTIONS: tuple[Option, ...] = (
         "if set, POST /events requires the header X-Athena-Key with this value",
         metavar="KEY",
         check=_publish_key_problem,
+        secret=True,
     ),
     Option(
         "slow_consumer_limit",
@@ -410,8 +412,7 @@ OPTIONS: tuple[Option, ...] = (
         "ping_timeout",
         45.0,
         parse_duration,
-        "drop a WebSocket peer from which nothing (no pong, no message) has arrived for "
-        "this long",
+        "drop a WebSocket peer from which nothing (no pong, no message) has arrived for this long",
         metavar="DURATION",
         check=lambda v: None if v > 0 else "must be positive",
     ),
@@ -434,6 +435,7 @@ AUTH_OPTIONS: tuple[Option, ...] = (
         group="auth",
         metavar="SECRET",
         check=lambda v: None if v is None or len(v.encode()) >= 32 else "must be 32+ bytes",
+        secret=True,
     ),
     Option(
         "jwt_public_key",
@@ -487,6 +489,7 @@ AUTH_OPTIONS: tuple[Option, ...] = (
         group="auth",
         metavar="KEY",
         check=lambda v: None if v is None or len(v) >= 16 else "must be 16+ characters",
+        secret=True,
     ),
 )
 OPTIONS = OPTIONS + AUTH_OPTIONS
@@ -601,10 +604,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         try:
             value = option.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: invalid value {raw!r}: {exc}") from None
+            raise ConfigError(f"{origin}: invalid value {_shown(option, raw)}: {exc}") from None
         problem = option.check(value) if option.check else None
         if problem:
-            raise ConfigError(f"{origin}: {problem} (got {raw!r})")
+            raise ConfigError(f"{origin}: {problem} (got {_shown(option, raw)})")
         setattr(settings, option.name, value)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
@@ -614,6 +617,13 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     if settings.protect_ops and keys == [None, None, None] and settings.ops_key is None:
         raise ConfigError("--protect-ops needs a way in: --ops-key, or a JWT key (admin tokens)")
     return settings
+
+
+def _shown(option: Option, raw: object) -> str:
+    """The value as given, for an error message; a secret only by its length."""
+    if option.secret:
+        return f"a secret of {len(str(raw))} characters"
+    return repr(raw)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import time
 import orjson
 
 # A token in a URL (?token= for browsers) or a bearer header must never reach a log.
-_SECRETS = re.compile(r"(?i)([?&](?:access_)?token=|bearer\s+)[^&\s\"',;]+")
+_SECRETS = re.compile(
+    r"(?i)([?&](?:access_)?token=|bearer\s+|token=['\"]|\"token\":\s*\")[^&\s\"',;]+"
+)
 
 
 def redact(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -201,3 +202,50 @@ async def test_an_invalid_upgrade_is_answered_before_any_upgrade(server: AthenaS
         async with client(server, "org_42"):
             pass
     assert refused.value.response.status_code == 401
+
+
+async def raw(srv: AthenaServer, request: bytes) -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status = int(head.split(b" ", 2)[1])
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    body = await reader.readexactly(length)
+    writer.close()
+    return status, json.loads(body)
+
+
+async def test_a_token_that_is_not_ascii_is_401_json_everywhere(server: AthenaServer) -> None:
+    auth = b"Authorization: Bearer \xff\xfe\r\n"
+    for request in (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Athena-Client: org_42\r\n" + auth + b"\r\n",
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\n" + auth + b"\r\n[]",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+    ):
+        status, body = await raw(server, request)
+        assert (status, body["error"]) == (401, "unauthorized"), (request, body)
+
+
+async def test_an_exp_beyond_the_year_9999_is_refused_not_a_crash(server: AthenaServer) -> None:
+    far = jwt.encode({"exp": 10**20, "channels": ["*"]}, SECRET, algorithm="HS256")
+    status, body = await upgrade_status(server, {"X-Athena-Client": "org_42", **bearer(far)})
+    assert status == 401 and "exp" in body["message"]
+    async with client(server, "org_42", headers=bearer(token(channels=["*"]))) as c:
+        reply = await c.request({"type": "refresh", "token": far})
+        assert reply["error"] == "unauthorized"
+        await c.ping()  # the old token still in force, the connection open
+
+
+def test_a_refresh_message_never_shows_its_token() -> None:
+    from athena_cdc.protocol.messages import Refresh
+
+    assert "secret-token" not in repr(Refresh("secret-token"))

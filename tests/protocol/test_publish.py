@@ -504,3 +504,20 @@ async def test_metrics_page_is_prometheus_text(server: AthenaServer) -> None:
         assert await metric(server, "athena_cdc_log_events") == 3
         assert await metric(server, "athena_cdc_log_channels") == 1
         assert await metric(server, "athena_cdc_log_bytes") > 0
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_400(
+    memory_server: AthenaServer,
+) -> None:
+    status, body = await post_events(
+        memory_server, data=b"not gzip at all", headers={"Content-Encoding": "gzip"}
+    )
+    assert (status, body["error"]) == (400, "invalid_body")
+
+
+async def test_unknown_paths_and_methods_are_answered_in_json(memory_server: AthenaServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        for method, path, status in (("GET", "/nothing", 404), ("GET", "/events", 405)):
+            async with session.request(method, http_url(memory_server, path)) as response:
+                assert response.status == status
+                assert (await response.json())["error"]

@@ -28,6 +28,7 @@ from athena_cdc.auth.permissions import NOTHING, ChannelPatterns, InvalidPattern
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
+MAX_EXP_S = 253_402_300_799  # 9999-12-31T23:59:59Z: keeps exp * 1000 a 64-bit integer
 VERIFIED_CACHE_SIZE = 4096  # tokens remembered as verified (a few MiB at most)
 MAX_LEEWAY_S = 30.0
 _ASYMMETRIC = (
@@ -156,10 +157,14 @@ class TokenVerifier:
     def _verify(self, token: str | None) -> Grant:
         if not token:
             raise TokenRejected(
-                "missing", "no token: send Authorization: Bearer <jwt> (or ?token=)"
+                "missing",
+                "no token: send it in the Authorization header (Bearer scheme), or as the "
+                "token query parameter from a browser",
             )
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected("too_long", f"token longer than {MAX_TOKEN_BYTES} bytes")
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT fails on other text
+            raise TokenRejected("malformed", "malformed token: not ASCII")
         key, algorithms = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -193,7 +198,8 @@ class TokenVerifier:
             ) from None
         except jwt.InvalidSignatureError:
             raise TokenRejected("signature", "token signature does not verify") from None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+            # Anything else PyJWT trips on is still a token we cannot use, never a 500.
             raise TokenRejected("malformed", f"malformed token: {exc}") from None
         grant = _grant(claims)
         # The leeway forgives an issuer whose clock runs ahead (nbf, iat); expiry is
@@ -226,6 +232,8 @@ def _grant(claims: Mapping[str, Any]) -> Grant:
     exp = claims["exp"]
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise TokenRejected("claims", 'claim "exp" must be a number')
+    if not 0 < exp <= MAX_EXP_S:
+        raise TokenRejected("claims", 'claim "exp" is not a time before the year 10000')
     admin = claims.get("admin", False)
     if not isinstance(admin, bool):
         raise TokenRejected("claims", 'claim "admin" must be true or false')

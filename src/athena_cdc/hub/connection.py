@@ -272,8 +272,12 @@ class Connection:
         self._on_slow(self)
         self.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
 
-    def close(self, code: int, reason: str) -> None:
-        """Send a close frame after what is already written, then drop the socket."""
+    def close(self, code: int, reason: str, max_grace: float = CLOSE_GRACE_MAX_S) -> None:
+        """Send a close frame after what is already written, then drop the socket.
+
+        ``max_grace`` caps the time the client has to read what is buffered (a client
+        whose token expired must not go on reading for a minute).
+        """
         if self.closing:
             return
         self.closing = True
@@ -286,11 +290,13 @@ class Connection:
             self._draining = None
         self._held = None
         if self._ws is not None:
-            _keep(asyncio.get_running_loop().create_task(self._close_ws(code, reason)))
+            _keep(
+                asyncio.get_running_loop().create_task(self._close_ws(code, reason, max_grace))
+            )
         else:
             self._transport.abort()
 
-    async def _close_ws(self, code: int, reason: str) -> None:
+    async def _close_ws(self, code: int, reason: str, max_grace: float) -> None:
         """The close frame, after everything already written, then the socket closed.
 
         Every write is of whole frames, so the close frame lands on a frame boundary
@@ -305,7 +311,7 @@ class Connection:
             self._ws.close(code=code, message=reason.encode(), drain=False)
         )
         try:
-            if not await self._drained_within_grace():
+            if not await self._drained_within_grace(max_grace):
                 self._transport.abort()
         finally:
             if not closer.done():
@@ -315,7 +321,7 @@ class Connection:
             elif not closer.cancelled():
                 closer.exception()  # retrieved: a close on a dead socket may fail
 
-    async def _drained_within_grace(self) -> bool:
+    async def _drained_within_grace(self, max_grace: float) -> bool:
         """Wait until the transport has handed every byte (the close frame included)
         to the kernel; False if the client stopped reading or ran out of grace."""
         loop = asyncio.get_running_loop()
@@ -323,7 +329,7 @@ class Connection:
         started = loop.time()
         await asyncio.sleep(0)  # the close frame is written
         size = transport.get_write_buffer_size()
-        deadline = started + close_grace(size)
+        deadline = started + min(close_grace(size), max_grace)
         progress_at = started
         while size:
             await asyncio.sleep(CLOSE_POLL_S)

@@ -7,7 +7,7 @@ protocol's bad-input table, so the handler answers it and keeps the connection o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,7 +65,7 @@ class Ping:
 class Refresh:
     """A new token for the connection (auth on): replaces the one in force."""
 
-    token: str
+    token: str = field(repr=False)  # never in a log line
 
 
 ClientMessage = Travel | Subscribe | Unsubscribe | Ping | Refresh

@@ -14,7 +14,9 @@ import signal
 import ssl
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from athena_cdc.auth.guard import DenialLog, Guard
 from athena_cdc.config import Settings
@@ -115,7 +117,9 @@ class AthenaServer:
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
-        app = web.Application(client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES)
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES, middlewares=[json_http_errors]
+        )
         app.router.add_get("/ws", self.limits.guard(self.websocket.handle))
         app.router.add_post("/events", publish.handle)
         app.router.add_get("/health", ops.health)
@@ -205,6 +209,23 @@ class AthenaServer:
             await self._runner.cleanup()
         await self.log.close()
         log.info("stopped")
+
+
+@web.middleware
+async def json_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """404, 405 and the like in the same JSON form as every other error of the server."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        body = {"error": exc.reason, "message": f"{request.method} {request.path}: {exc.reason}."}
+        response = web.Response(
+            body=orjson.dumps(body), status=exc.status, content_type="application/json"
+        )
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

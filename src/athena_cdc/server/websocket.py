@@ -46,6 +46,9 @@ YIELD_EVERY_MESSAGES = 16  # messages read from one client between turns of the 
 _CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
 TOKEN_EXPIRED_CODE = 1008  # policy violation: the token in force has expired
 TOKEN_EXPIRED_REASON = "token expired"
+# What was already written before the expiry may still be read for this long, then the
+# socket is dropped: no one reads on for long on a token that has expired.
+TOKEN_EXPIRED_GRACE_S = 1.0
 
 
 class WebSocketEndpoint:
@@ -340,7 +343,7 @@ class WebSocketEndpoint:
     def _expire(self, conn: Connection) -> None:
         conn.expiry = None
         self.metrics.client_errors.labels("token_expired").inc()
-        conn.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON)
+        conn.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON, max_grace=TOKEN_EXPIRED_GRACE_S)
 
     def _subscriptions_full(self, conn: Connection, channel: str) -> bool:
         """Whether subscribing to ``channel`` would pass ``--max-subscriptions`` (each

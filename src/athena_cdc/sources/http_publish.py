@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from athena_cdc.auth.guard import KEY_HEADER, Guard, Refused
 from athena_cdc.log.base import EventLog, NewEvent, StorageUnavailable
@@ -140,6 +141,10 @@ class PublishEndpoint:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large() from None
+        except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not
+            raise PublishError(
+                400, "invalid_body", f"The body could not be read: {_clip(str(exc))}"
+            ) from None
         if len(body) > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check
             raise _too_large()
         events = parse_events(body)
