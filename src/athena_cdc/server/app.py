@@ -213,12 +213,11 @@ class AthenaServer:
 
 @web.middleware
 async def json_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """404, 405 and the like in the same JSON form as every other error of the server."""
+    """The router's 404 and 405 in the same JSON form as every other error of the server
+    (the endpoints answer their own errors in JSON already)."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
         body = {"error": exc.reason, "message": f"{request.method} {request.path}: {exc.reason}."}
         response = web.Response(
             body=orjson.dumps(body), status=exc.status, content_type="application/json"
