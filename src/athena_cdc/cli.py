@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import errno
 import logging
+import os
+import pwd
 import resource
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from athena_cdc import __version__
 from athena_cdc.config import ConfigError, Settings, add_options, load_settings
@@ -38,11 +46,25 @@ examples:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line pointing at ``--help``.
+
+    argparse's own error prints the whole usage first: for ``serve`` that is some thirty
+    lines, and the one line that matters scrolls away.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # allow_abbrev=False: with abbreviations, a mistyped "--prot 1" (meant: --port) silently
+    # became --protect-ops=1.
+    parser = OneLineParser(
         prog="athena-cdc",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"athena-cdc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the athena-cdc server (WebSocket and HTTP on one port).",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     add_options(serve)
     commands.add_parser(
@@ -65,16 +88,109 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from athena_cdc.bench import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+        return _bench(argv[1:])
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _reject_unknown(parser, args.command, unknown)
     try:
         settings = load_settings(args)
+        _check_startup_settings(settings)
     except ConfigError as exc:
         print(f"athena-cdc: error: {exc}", file=sys.stderr)
         return 2
     return run_server(settings)
+
+
+def _bench(argv: list[str]) -> int:
+    # The benchmark needs the bench extra (picows, matplotlib, ...); without it, say so
+    # instead of showing an ImportError traceback.
+    try:
+        from athena_cdc.bench.cli import main as bench_main
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("athena_cdc"):
+            raise
+        print(
+            f"athena-cdc bench: error: needs the bench extra (module {exc.name!r} is missing): "
+            "pip install 'athena-cdc[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    return bench_main(argv)
+
+
+def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> NoReturn:
+    """Report unknown arguments against the subcommand they were given to, not the top level."""
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    sub: argparse.ArgumentParser = subparsers.choices[command]
+    flags = [flag for action in sub._actions for flag in action.option_strings]
+    first = unknown[0]
+    message = f"unknown argument {first!r}"
+    if first.startswith("-"):
+        close = difflib.get_close_matches(first.split("=", 1)[0], flags, n=1, cutoff=0.6)
+        message = f"unknown option {first.split('=', 1)[0]!r}"
+        if close:
+            message += f"; did you mean {close[0]}?"
+    sub.error(message)
+
+
+def _check_startup_settings(settings: Settings) -> None:
+    """Problems the server would otherwise meet only half-started, with a misleading message."""
+    if settings.store == "sqlite":
+        _check_data_dir(settings.data_dir)
+    _check_host(settings.host)
+
+
+def _check_data_dir(data_dir: str) -> None:
+    path = Path(data_dir)
+    fix = (
+        f"give a directory that the user running athena-cdc ({_user_name()}) can write "
+        "(it is created if missing)"
+    )
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"--data-dir {data_dir!r}: is a symbolic link to nowhere; {fix}")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--data-dir {data_dir!r}: is a file, not a directory; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--data-dir {data_dir!r}: cannot create it ({_reason(exc)}); {fix}"
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--data-dir {data_dir!r}: cannot write in it ({_reason(exc)}); {fix}"
+        ) from None
+
+
+def _check_host(host: str) -> None:
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(
+            f"--host {host!r}: cannot be resolved ({reason}); give an IP address "
+            "such as 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces), or a "
+            "resolvable name"
+        ) from None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def run_server(settings: Settings) -> int:
@@ -126,6 +242,9 @@ def _startup_problem(exc: BaseException) -> str | None:
         exc, DataDirLocked | LogDamaged | SourceConfigError | TlsConfigError | AuthConfigError
     ):
         return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file the server needed (under --data-dir, a TLS or key file): name it.
+        return f"{exc.filename}: {_reason(exc)}"
     if isinstance(exc, OSError) and exc.errno in (98, 13, 99):  # in use, denied, bad addr
         return f"cannot listen: {exc.strerror}. Choose another --port or --host."
     if isinstance(exc, OSError):

@@ -75,14 +75,27 @@ def parse_optional_rate(value: object) -> float | None:
     """``100``, ``2.5`` → per second; ``none``, ``off`` or ``0`` → no limit."""
     if value is None or str(value).strip().lower() in ("", "none", "off"):
         return None
-    rate = float(str(value).strip())
+    try:
+        rate = float(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a number per second such as 100 or 2.5, or none") from None
     return None if rate == 0 else rate
 
 
 def parse_int(value: object) -> int:
     if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    return int(str(value).replace("_", ""))
+        raise ValueError("expected a whole number such as 1000")
+    try:
+        return int(str(value).replace("_", ""))
+    except ValueError:
+        raise ValueError("expected a whole number such as 1000") from None
+
+
+def parse_port(value: object) -> int:
+    try:
+        return parse_int(value)
+    except ValueError:
+        raise ValueError("expected a port number between 0 and 65535, such as 4053") from None
 
 
 def parse_bool(value: object) -> bool:
@@ -161,7 +174,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
     ),
-    Option("port", 4053, parse_int, "port for WebSocket and HTTP", metavar="PORT", check=_port),
+    Option("port", 4053, parse_port, "port for WebSocket and HTTP", metavar="PORT", check=_port),
     Option(
         "store",
         "sqlite",
@@ -578,11 +591,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge flags, environment and config file into validated :class:`Settings`."""
     environ = os.environ if environ is None else environ
-    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    config_path = getattr(args, "config", None)
+    config_origin = "--config"
+    if not config_path and environ.get(ENV_PREFIX + "CONFIG"):
+        config_path, config_origin = environ[ENV_PREFIX + "CONFIG"], ENV_PREFIX + "CONFIG"
     file_values: dict[str, Any] = {}
     settings = Settings(config_file=config_path)
     if config_path:
-        file_values = _read_config_file(Path(config_path))
+        file_values = _read_config_file(Path(config_path), config_origin)
         settings.pg_table_channels = _table_channels(file_values.pop("tables", {}))
         for key in file_values:
             if key not in _BY_NAME:
@@ -616,14 +632,24 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     return settings
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def _read_config_file(path: Path, origin: str = "--config") -> dict[str, Any]:
+    named = f"{origin} {str(path)!r}"
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{named}: does not exist; give the path of a TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{named}: is a directory; give the path of a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{named}: cannot be read ({exc.strerror or exc}); give a TOML file that the user "
+            "running athena-cdc can read"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{named}: is not UTF-8 text; give a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{named}: is not valid TOML: {exc}") from None
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
