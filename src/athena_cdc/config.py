@@ -65,6 +65,25 @@ def parse_duration(value: object) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def format_size(size: int) -> str:
+    """Bytes as ``--help`` shows them: the largest binary unit that divides evenly."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as ``--help`` shows them: ``30s``, ``250ms``, ``15m``, ``7d``."""
+    if seconds and seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit in ("w", "d", "h", "m"):
+        factor = _DURATION_UNITS[unit]
+        if seconds and seconds % factor == 0:
+            return f"{seconds / factor:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_optional_duration(value: object) -> float | None:
     if value is None or str(value).strip().lower() in ("", "none", "0", "off"):
         return None
@@ -576,16 +595,32 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         group = groups.get(option.group)
         if group is None:
             group = groups[option.group] = parser.add_argument_group(titles[option.group])
-        default = option.default
-        shown = "none" if default in (None, []) else str(default)
         group.add_argument(
             option.flag,
             dest=option.name,
             default=None,
             action="append" if option.repeatable else "store",
             metavar=option.metavar,
-            help=f"{option.help} [default: {shown}; env {option.env}]",
+            help=f"{option.help} [default: {_shown_default(option)}; env {option.env}]",
         )
+
+
+def _shown_default(option: Option) -> str:
+    """The default as a user would write it: ``512MiB`` not 536870912, ``30s`` not 30.0."""
+    default = option.default
+    if default is None or default == []:
+        return "none"
+    if option.parse is parse_size:
+        return format_size(default)
+    if option.parse in (parse_duration, parse_optional_duration):
+        return format_duration(default)
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, list):
+        return ",".join(default)
+    return str(default)
 
 
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
