@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,9 @@ def test_wrong_invocation_is_one_line_exit_2(case: Case, tmp_path: Path) -> None
 AS_OTHER_USER = """
 import os, sys
 from athena_cdc import cli
+# What serving imports later, imported while the interpreter's files are still readable:
+import encodings.idna, athena_cdc.logging_setup, athena_cdc.server.app, athena_cdc.log.sqlite
+import athena_cdc.auth.tokens, athena_cdc.log.epoch, athena_cdc.sources.postgres.errors
 if os.geteuid() == 0:
     os.setgroups([]); os.setgid({uid}); os.setuid({uid})
 sys.exit(cli.main(sys.argv[1:]))
@@ -222,6 +226,52 @@ def test_unreadable_config_file_is_named(shared_dir: Path) -> None:
     )
     assert_one_line(code, stderr, ["--config", str(config), "cannot be read",
                                    "Permission denied", "can read"])
+
+
+def test_data_dir_holding_another_users_log_is_named(shared_dir: Path) -> None:
+    data = shared_dir / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the directory is writable; the log file in it is not
+    (data / "events.sqlite3").write_bytes(b"")
+    (data / "events.sqlite3").chmod(0o644)
+    argv = ["serve", "--data-dir", str(data), "--port", "0"]
+    code, stderr = run_as_other_user(argv, shared_dir)
+    assert_one_line(code, stderr, ["--data-dir", str(data), "events.sqlite3",
+                                   "cannot be written", "chown"])
+
+
+def test_privileged_port_says_which_ports_are_allowed(shared_dir: Path) -> None:
+    argv = ["serve", "--store", "memory", "--port", "80"]
+    code, stderr = run_as_other_user(argv, shared_dir)
+    assert_one_line(code, stderr, ["cannot listen on 127.0.0.1:80", "permission denied",
+                                   "--port 1024 or above"])
+
+
+def run_serve(*args: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "athena_cdc", "serve", "--store", "memory", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    # The server logs its start to stderr before binding; the error is the last line.
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    return result.returncode, "\n".join(errors) + "\n"
+
+
+def test_port_in_use_names_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stderr = run_serve("--port", str(port))
+    assert_one_line(code, stderr, [f"cannot listen on 127.0.0.1:{port}", "in use",
+                                   "another --port"])
+
+
+def test_host_of_another_machine_names_the_host() -> None:
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) resolves but is nobody's address here.
+    code, stderr = run_serve("--host", "192.0.2.1", "--port", "0")
+    assert_one_line(code, stderr, ["cannot listen on 192.0.2.1:0", "--host '192.0.2.1'",
+                                   "not an address of this machine", "127.0.0.1"])
 
 
 # -- the bench subcommand without the bench extra ----------------------------------------------

@@ -9,20 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
-import errno
 import logging
-import os
-import pwd
 import resource
 import signal
-import socket
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn
 
-from athena_cdc import __version__
+from athena_cdc import __version__, preflight
 from athena_cdc.config import ConfigError, Settings, add_options, load_settings
 
 log = logging.getLogger("athena_cdc")
@@ -95,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reject_unknown(parser, args.command, unknown)
     try:
         settings = load_settings(args)
-        _check_startup_settings(settings)
+        preflight.check(settings)
     except ConfigError as exc:
         print(f"athena-cdc: error: {exc}", file=sys.stderr)
         return 2
@@ -136,63 +130,6 @@ def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
     sub.error(message)
 
 
-def _check_startup_settings(settings: Settings) -> None:
-    """Problems the server would otherwise meet only half-started, with a misleading message."""
-    if settings.store == "sqlite":
-        _check_data_dir(settings.data_dir)
-    _check_host(settings.host)
-
-
-def _check_data_dir(data_dir: str) -> None:
-    path = Path(data_dir)
-    fix = (
-        f"give a directory that the user running athena-cdc ({_user_name()}) can write "
-        "(it is created if missing)"
-    )
-    if path.is_symlink() and not path.exists():
-        raise ConfigError(f"--data-dir {data_dir!r}: is a symbolic link to nowhere; {fix}")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--data-dir {data_dir!r}: is a file, not a directory; {fix}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--data-dir {data_dir!r}: cannot create it ({_reason(exc)}); {fix}"
-        ) from None
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"--data-dir {data_dir!r}: cannot write in it ({_reason(exc)}); {fix}"
-        ) from None
-
-
-def _check_host(host: str) -> None:
-    if not host:
-        return
-    try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
-        raise ConfigError(
-            f"--host {host!r}: cannot be resolved ({reason}); give an IP address "
-            "such as 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces), or a "
-            "resolvable name"
-        ) from None
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
-
-
-def _user_name() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
 def run_server(settings: Settings) -> int:
     from athena_cdc.logging_setup import setup_logging
     from athena_cdc.server.app import serve
@@ -211,7 +148,7 @@ def run_server(settings: Settings) -> int:
         with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
             runner.run(main_task())
     except Exception as exc:
-        message = _startup_problem(exc)
+        message = _startup_problem(exc, settings)
         if message is None:
             raise
         print(f"athena-cdc: error: {message}", file=sys.stderr)
@@ -230,7 +167,7 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
     return handler
 
 
-def _startup_problem(exc: BaseException) -> str | None:
+def _startup_problem(exc: BaseException, settings: Settings) -> str | None:
     """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
     from athena_cdc.auth.tokens import AuthConfigError
     from athena_cdc.log.epoch import LogDamaged
@@ -244,10 +181,12 @@ def _startup_problem(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         # A file the server needed (under --data-dir, a TLS or key file): name it.
-        return f"{exc.filename}: {_reason(exc)}"
-    if isinstance(exc, OSError) and exc.errno in (98, 13, 99):  # in use, denied, bad addr
-        return f"cannot listen: {exc.strerror}. Choose another --port or --host."
+        return f"{exc.filename}: {preflight.reason(exc)}"
     if isinstance(exc, OSError):
+        problem = preflight.listen_problem(exc, settings)
+        if problem is not None:
+            return problem
+        # (an OSError without a file name, not from bind: shown as it is)
         return f"{exc}"
     return None
 
