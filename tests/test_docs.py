@@ -1,8 +1,9 @@
 """The README's commands, run as written, so the text cannot drift from what works.
 
-Every ``sh`` block of README.md is either run here (the 60-second tour), run by
-tests/sources/postgres/test_pg_readme.py (the PostgreSQL walk-through), or marked just above
-its fence with ``<!-- not run: reason -->`` — a block that is none of these fails the test.
+Every ``sh`` block of README.md and docs/*.md is either run here (the README's 60-second
+tour), run by tests/sources/postgres/test_pg_readme.py (the README's PostgreSQL
+walk-through), or marked just above its fence with ``<!-- not run: reason -->`` — a block
+that is none of these fails the test. (docs/original/ is the specification, kept verbatim.)
 
 The tour runs against a server on a free port: ``localhost:4053`` becomes that port and
 ``.venv/bin/`` the environment running the tests; nothing else is rewritten. A block whose
@@ -30,7 +31,8 @@ from tests.sources.postgres import test_pg_readme
 from tests.support.servers import ServerProcess
 from tests.support.toolchain import ToolMissing, node_and_npm
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 TOUR = "## A 60-second tour"
 POSTGRES = "### Rows from PostgreSQL"
 BLOCK = re.compile(
@@ -50,8 +52,8 @@ class Block:
     prose: str  # the text between the previous block and this one
 
 
-def readme_blocks() -> list[Block]:
-    text = README.read_text()
+def readme_blocks(path: Path = README) -> list[Block]:
+    text = path.read_text()
     blocks, previous_end = [], 0
     for match in BLOCK.finditer(text):
         headings = re.findall(r"^#{2,3} .*$", text[: match.start()], re.M)
@@ -62,20 +64,22 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
-def test_every_shell_block_of_the_readme_is_run_or_says_why_not() -> None:
+@pytest.mark.parametrize("doc", [README, *sorted((ROOT / "docs").glob("*.md"))],
+                         ids=lambda p: p.name)
+def test_every_shell_block_is_run_or_says_why_not(doc: Path) -> None:
     pg_blocks = test_pg_readme.blocks("sh")
-    for block in readme_blocks():
+    for block in readme_blocks(doc):
         if block.not_run is not None:
-            assert block.not_run, f"<!-- not run: --> needs a reason, above:\n{block.body}"
+            assert block.not_run, f"{doc.name}: <!-- not run: --> needs a reason:\n{block.body}"
         elif block.lang != "sh":
             continue
-        elif block.section == TOUR:
+        elif doc == README and block.section == TOUR:
             continue  # run below
-        elif block.section == POSTGRES:
+        elif doc == README and block.section == POSTGRES:
             assert block.body in pg_blocks
         else:
-            pytest.fail(f"README block in {block.section!r} is neither run by a test nor marked "
-                        f"<!-- not run: reason -->:\n{block.body}")
+            pytest.fail(f"{doc.name}: block in {block.section!r} is neither run by a test nor "
+                        f"marked <!-- not run: reason -->:\n{block.body}")
 
 
 # -- the tour ----------------------------------------------------------------------------------
