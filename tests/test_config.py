@@ -139,3 +139,35 @@ def test_secrets_are_never_echoed_in_configuration_errors() -> None:
     with pytest.raises(ConfigError) as error:
         load_settings(parser.parse_args(["serve"]), environ={"ATHENA_CDC_PUBLISH_KEY": " padded "})
     assert " padded " not in str(error.value)
+
+
+def test_help_shows_defaults_as_a_user_would_write_them() -> None:
+    import argparse
+
+    from athena_cdc.config import add_options
+
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    text = " ".join(parser.format_help().split())
+    for shown in (
+        "[default: 512MiB;",
+        "[default: 4MiB;",
+        "[default: 30s;",
+        "[default: 75s;",
+        "[default: 5s;",
+        "[default: 100;",
+        "[default: true;",
+    ):
+        assert shown in text
+    assert "536870912" not in text and "30.0" not in text and "75.0" not in text
+
+
+def test_every_shown_default_parses_back_to_the_default() -> None:
+    from athena_cdc.config import OPTIONS, _shown_default
+
+    for option in OPTIONS:
+        shown = _shown_default(option)
+        if option.default in (None, []):
+            assert shown == "none"
+            continue
+        assert option.parse(shown) == option.default, (option.name, shown)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from athena_cdc import __version__
+from athena_cdc import __version__, preflight
 from athena_cdc.config import ConfigError, Settings, add_options, load_settings
 
 log = logging.getLogger("athena_cdc")
@@ -38,11 +40,25 @@ examples:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line pointing at ``--help``.
+
+    argparse's own error prints the whole usage first: for ``serve`` that is some thirty
+    lines, and the one line that matters scrolls away.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # allow_abbrev=False: with abbreviations, a mistyped "--prot 1" (meant: --port) silently
+    # became --protect-ops=1.
+    parser = OneLineParser(
         prog="athena-cdc",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"athena-cdc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the athena-cdc server (WebSocket and HTTP on one port).",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     add_options(serve)
     commands.add_parser(
@@ -65,16 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from athena_cdc.bench import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+        return _bench(argv[1:])
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _reject_unknown(parser, args.command, unknown)
     try:
         settings = load_settings(args)
+        preflight.check(settings)
     except ConfigError as exc:
         print(f"athena-cdc: error: {exc}", file=sys.stderr)
         return 2
     return run_server(settings)
+
+
+def _bench(argv: list[str]) -> int:
+    # The benchmark needs the bench extra (picows, matplotlib, ...); without it, say so
+    # instead of showing an ImportError traceback.
+    try:
+        from athena_cdc.bench.cli import main as bench_main
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("athena_cdc"):
+            raise
+        print(
+            f"athena-cdc bench: error: needs the bench extra (module {exc.name!r} is missing): "
+            "pip install 'athena-cdc[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    return bench_main(argv)
+
+
+def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> NoReturn:
+    """Report unknown arguments against the subcommand they were given to, not the top level."""
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    sub: argparse.ArgumentParser = subparsers.choices[command]
+    flags = [flag for action in sub._actions for flag in action.option_strings]
+    first = unknown[0]
+    message = f"unknown argument {first!r}"
+    if first.startswith("-"):
+        close = difflib.get_close_matches(first.split("=", 1)[0], flags, n=1, cutoff=0.6)
+        message = f"unknown option {first.split('=', 1)[0]!r}"
+        if close:
+            message += f"; did you mean {close[0]}?"
+    sub.error(message)
 
 
 def run_server(settings: Settings) -> int:
@@ -95,7 +148,7 @@ def run_server(settings: Settings) -> int:
         with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
             runner.run(main_task())
     except Exception as exc:
-        message = _startup_problem(exc)
+        message = _startup_problem(exc, settings)
         if message is None:
             raise
         print(f"athena-cdc: error: {message}", file=sys.stderr)
@@ -114,7 +167,7 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
     return handler
 
 
-def _startup_problem(exc: BaseException) -> str | None:
+def _startup_problem(exc: BaseException, settings: Settings) -> str | None:
     """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
     from athena_cdc.auth.tokens import AuthConfigError
     from athena_cdc.log.epoch import LogDamaged
@@ -126,9 +179,14 @@ def _startup_problem(exc: BaseException) -> str | None:
         exc, DataDirLocked | LogDamaged | SourceConfigError | TlsConfigError | AuthConfigError
     ):
         return str(exc)
-    if isinstance(exc, OSError) and exc.errno in (98, 13, 99):  # in use, denied, bad addr
-        return f"cannot listen: {exc.strerror}. Choose another --port or --host."
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file the server needed (under --data-dir, a TLS or key file): name it.
+        return f"{exc.filename}: {preflight.reason(exc)}"
     if isinstance(exc, OSError):
+        problem = preflight.listen_problem(exc, settings)
+        if problem is not None:
+            return problem
+        # (an OSError without a file name, not from bind: shown as it is)
         return f"{exc}"
     return None
 

@@ -65,6 +65,25 @@ def parse_duration(value: object) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def format_size(size: int) -> str:
+    """Bytes as ``--help`` shows them: the largest binary unit that divides evenly."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as ``--help`` shows them: ``30s``, ``250ms``, ``15m``, ``7d``."""
+    if seconds and seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit in ("w", "d", "h", "m"):
+        factor = _DURATION_UNITS[unit]
+        if seconds and seconds % factor == 0:
+            return f"{seconds / factor:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_optional_duration(value: object) -> float | None:
     if value is None or str(value).strip().lower() in ("", "none", "0", "off"):
         return None
@@ -75,14 +94,27 @@ def parse_optional_rate(value: object) -> float | None:
     """``100``, ``2.5`` → per second; ``none``, ``off`` or ``0`` → no limit."""
     if value is None or str(value).strip().lower() in ("", "none", "off"):
         return None
-    rate = float(str(value).strip())
+    try:
+        rate = float(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a number per second such as 100 or 2.5, or none") from None
     return None if rate == 0 else rate
 
 
 def parse_int(value: object) -> int:
     if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    return int(str(value).replace("_", ""))
+        raise ValueError("expected a whole number such as 1000")
+    try:
+        return int(str(value).replace("_", ""))
+    except ValueError:
+        raise ValueError("expected a whole number such as 1000") from None
+
+
+def parse_port(value: object) -> int:
+    try:
+        return parse_int(value)
+    except ValueError:
+        raise ValueError("expected a port number between 0 and 65535, such as 4053") from None
 
 
 def parse_bool(value: object) -> bool:
@@ -162,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
     ),
-    Option("port", 4053, parse_int, "port for WebSocket and HTTP", metavar="PORT", check=_port),
+    Option("port", 4053, parse_port, "port for WebSocket and HTTP", metavar="PORT", check=_port),
     Option(
         "store",
         "sqlite",
@@ -566,26 +598,45 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         group = groups.get(option.group)
         if group is None:
             group = groups[option.group] = parser.add_argument_group(titles[option.group])
-        default = option.default
-        shown = "none" if default in (None, []) else str(default)
         group.add_argument(
             option.flag,
             dest=option.name,
             default=None,
             action="append" if option.repeatable else "store",
             metavar=option.metavar,
-            help=f"{option.help} [default: {shown}; env {option.env}]",
+            help=f"{option.help} [default: {_shown_default(option)}; env {option.env}]",
         )
+
+
+def _shown_default(option: Option) -> str:
+    """The default as a user would write it: ``512MiB`` not 536870912, ``30s`` not 30.0."""
+    default = option.default
+    if default is None or default == []:
+        return "none"
+    if option.parse is parse_size:
+        return format_size(default)
+    if option.parse in (parse_duration, parse_optional_duration):
+        return format_duration(default)
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, list):
+        return ",".join(default)
+    return str(default)
 
 
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge flags, environment and config file into validated :class:`Settings`."""
     environ = os.environ if environ is None else environ
-    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    config_path = getattr(args, "config", None)
+    config_origin = "--config"
+    if not config_path and environ.get(ENV_PREFIX + "CONFIG"):
+        config_path, config_origin = environ[ENV_PREFIX + "CONFIG"], ENV_PREFIX + "CONFIG"
     file_values: dict[str, Any] = {}
     settings = Settings(config_file=config_path)
     if config_path:
-        file_values = _read_config_file(Path(config_path))
+        file_values = _read_config_file(Path(config_path), config_origin)
         settings.pg_table_channels = _table_channels(file_values.pop("tables", {}))
         for key in file_values:
             if key not in _BY_NAME:
@@ -626,14 +677,24 @@ def _shown(option: Option, raw: object) -> str:
     return repr(raw)
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def _read_config_file(path: Path, origin: str = "--config") -> dict[str, Any]:
+    named = f"{origin} {str(path)!r}"
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{named}: does not exist; give the path of a TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{named}: is a directory; give the path of a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{named}: cannot be read ({exc.strerror or exc}); give a TOML file that the user "
+            "running athena-cdc can read"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{named}: is not UTF-8 text; give a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{named}: is not valid TOML: {exc}") from None
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 

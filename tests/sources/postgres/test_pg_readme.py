@@ -130,7 +130,8 @@ async def test_readme_postgres_walk_through_runs_as_written(
         shell(fresh, command)
     [serve_command] = commands(serve)
     argv = shlex.split(serve_command.replace("localhost:5432", f"127.0.0.1:{fresh.port}"))
-    assert argv[:2] == ["athena-cdc", "serve"]
+    # As a new user runs it: from the virtual environment of the README's first command.
+    assert argv[:2] == [".venv/bin/athena-cdc", "serve"]
     log = tmp_path / "server.log"
     server = ServerProcess([*argv[2:], "--data-dir", str(tmp_path / "data")], log_path=log)
     with server:
