@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import client
 from tests.support.servers import http_url, running_server
+from tests.support.tls import self_signed_certificate
 
 HEADER = 1.0
 BODY = 1.5
@@ -264,31 +264,7 @@ async def test_whole_requests_and_websockets_are_not_cut_by_the_deadlines(
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 async def test_a_tls_connection_without_a_handshake_is_closed_at_the_tls_deadline(
