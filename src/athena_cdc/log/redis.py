@@ -389,6 +389,9 @@ class RedisLog(EventLog):
                 self._pubsub_up.set()
                 if attempt:
                     log.info("Redis pub/sub is back: checking channels for missed events")
+                    stored = await self._client.get(EPOCH_KEY)
+                    if stored is None or stored.decode() != self.epoch:
+                        await self._epoch_changed()  # Redis came back without its data
                     await self._tail_check(all_channels=True)
                 self._problem = None
                 attempt = 0
