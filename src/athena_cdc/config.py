@@ -167,7 +167,7 @@ def parse_store(value: object) -> str:
         if not rest or rest.startswith("/"):
             raise ValueError("a Redis URL needs a host: redis://host:port/db")
         return text
-    raise ValueError("expected sqlite, memory, or a redis://host:port/db URL")
+    raise ValueError("expected one of memory, sqlite, or a redis://host:port/db URL")
 
 
 def parse_redis_durability(value: object) -> str:

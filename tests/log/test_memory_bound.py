@@ -234,7 +234,6 @@ async def test_sqlite_background_age_retention_reaches_every_channel_a_slice_at_
 ) -> None:
     now = [1_000_000]
     monkeypatch.setattr(sqlite, "now_ms", lambda: now[0])
-    monkeypatch.setattr(redis_log, "now_ms", lambda: now[0])
     monkeypatch.setattr(sqlite, "AGE_SWEEP_CHANNELS", 2)
     log = SqliteLog(tmp_path, retention_age=10.0)
     await log.open()

@@ -53,7 +53,7 @@ async def post(
 
 
 async def received_seqs(c: Client, count: int, within: float = 10.0) -> list[int]:
-    return [e["data"]["seq"] for e in await c.recv_events(count, within)]  # type: ignore[index]
+    return [e["data"]["seq"] for e in await c.recv_events(count, within)]
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def test_publish_on_one_node_reaches_subscribers_on_the_others_once_in_ord
             await on_c.expect_silence(0.1)
             # Travel on C answers from the shared log, under the same epoch as B.
             events, ack = await on_c.travel(organization_id="orders", since_seq=0, limit=1000)
-            assert [e["data"]["seq"] for e in events] == sent  # type: ignore[index]
+            assert [e["data"]["seq"] for e in events] == sent
             _, ack_b = await on_b.travel(organization_id="orders", since_seq=0, limit=1)
             assert ack["epoch"] == ack_b["epoch"]
 
@@ -127,13 +127,13 @@ async def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(
                         acknowledged.extend(seqs)
 
             task = asyncio.create_task(produce())
-            while len(acknowledged) < 200:
+            while len(acknowledged) < 200:  # noqa: ASYNC110 (polling a counter)
                 await asyncio.sleep(0.01)
             a.kill()
             await task
         async with client(b.ws, "k") as on_b:
             events, _ = await on_b.travel(organization_id="k", since_seq=0, limit=50_000)
-        stored = [e["data"]["seq"] for e in events]  # type: ignore[index]
+        stored = [e["data"]["seq"] for e in events]
         assert stored == list(range(1, len(stored) + 1))
         assert set(acknowledged) <= set(stored)
 
@@ -161,7 +161,7 @@ async def test_redis_restarted_under_load_clients_see_no_gap_or_duplicate(
                         await asyncio.sleep(0.02)
 
             task = asyncio.create_task(produce())
-            while len(acknowledged) < 100:
+            while len(acknowledged) < 100:  # noqa: ASYNC110 (polling a counter)
                 await asyncio.sleep(0.01)
             redis.stop()
             await asyncio.sleep(0.5)
