@@ -167,6 +167,7 @@ class RedisLog(EventLog):
         self._pubsub_up = asyncio.Event()
         self._problem: str | None = None
         self._stats = LogStats(0, 0, 0)
+        self._delivered_since_stats = 0
         self._delivering = asyncio.Lock()  # the reader and fills deliver one at a time
         # Which channels have local subscribers (set by the server): only those are
         # tail-checked.
@@ -363,6 +364,7 @@ class RedisLog(EventLog):
         excess = view.last - self._retention_events + 1
         if excess > view.first:
             view.first = excess
+        self._delivered_since_stats += len(fresh)
         self._notify(fresh)
         return True
 
@@ -559,10 +561,16 @@ class RedisLog(EventLog):
                 pipe.xlen(stream_key(channel))
             events = sum(int(n) for n in await pipe.execute())
         self._stats = LogStats(channels, events, int(info.get("used_memory", 0)))
+        self._delivered_since_stats = 0
 
     def stats(self) -> LogStats:
-        """Refreshed every few seconds in the background (``bytes``: Redis used_memory)."""
-        return self._stats
+        """Counted every few seconds in the background (``bytes``: Redis used_memory),
+        plus what was delivered since (before retention: an estimate until the next
+        count)."""
+        s = self._stats
+        return LogStats(
+            max(s.channels, len(self._views)), s.events + self._delivered_since_stats, s.bytes
+        )
 
     def health(self) -> str | None:
         if not self._pubsub_up.is_set():
