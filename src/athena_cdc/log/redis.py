@@ -60,7 +60,7 @@ TAIL_CHECK_INTERVAL = 2.0  # seconds between tail checks of subscribed channels
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 STATS_INTERVAL = 5.0
 WAIT_TIMEOUT_MS = 5_000  # how long a 201 waits for WAITAOF / WAIT before a 503
-READ_PAGE = 2_000
+READ_PAGE = 500
 
 
 def now_ms() -> int:
@@ -343,8 +343,11 @@ class RedisLog(EventLog):
         if len(by_channel) == 1:
             self._deliver_if_next(events)
             return
-        for channel in by_channel:
-            self._deliver_if_next([e for e in events if e.channel == channel])
+        grouped: dict[str, list[Event]] = {}
+        for event in events:
+            grouped.setdefault(event.channel, []).append(event)
+        for channel_events in grouped.values():
+            self._deliver_if_next(channel_events)
 
     def _deliver_if_next(self, events: list[Event]) -> bool:
         """Deliver one channel's contiguous ``events`` if they follow the cursor (what
@@ -433,8 +436,8 @@ class RedisLog(EventLog):
         await self._catch_up(channels)
 
     async def _catch_up(self, channels: Sequence[str]) -> None:
-        for start in range(0, len(channels), 1_000):
-            chunk = channels[start : start + 1_000]
+        for start in range(0, len(channels), 256):
+            chunk = channels[start : start + 256]
             pipe = self._client.pipeline(transaction=False)
             for channel in chunk:
                 pipe.hmget(meta_key(channel), "seq", "first", "dts")
@@ -496,21 +499,37 @@ class RedisLog(EventLog):
         key = stream_key(channel)
         try:
             if newest:
-                entries = await self._client.xrevrange(key, high, f"{low}-0", count=limit)
-                events = [_entry_event(channel, e) for e in reversed(entries)]
+                newest_first: list[Event] = []
+                while len(newest_first) < limit:
+                    count = min(READ_PAGE, limit - len(newest_first))
+                    entries = await self._client.xrevrange(key, high, f"{low}-0", count=count)
+                    newest_first += [_entry_event(channel, e) for e in entries]
+                    if len(entries) < count:
+                        break
+                    high = f"{newest_first[-1].seq - 1}-0"
+                newest_first.reverse()
                 if since_ts_ms is not None:
-                    events = [e for e in events if e.ts_ms >= since_ts_ms]
-                return events
+                    newest_first = [e for e in newest_first if e.ts_ms >= since_ts_ms]
+                return newest_first
             if since_ts_ms is not None:
                 upper = until_seq if until_seq is not None else 2**62
                 at = int(await self._first_at_ts_script([key], [low, upper, since_ts_ms]))
                 if at == 0:
                     return []
                 low = max(low, at)
-            entries = await self._client.xrange(key, f"{low}-0", high, count=limit)
+            events: list[Event] = []
+            # In reads of READ_PAGE: a reply is parsed and its events built in one go,
+            # so a large one would hold the event loop for tens of milliseconds.
+            while len(events) < limit:
+                count = min(READ_PAGE, limit - len(events))
+                entries = await self._client.xrange(key, f"{low}-0", high, count=count)
+                events += [_entry_event(channel, e) for e in entries]
+                if len(entries) < count:
+                    break
+                low = events[-1].seq + 1
         except RedisError as exc:
             raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
-        return [_entry_event(channel, e) for e in entries]
+        return events
 
     # -- retention and stats ---------------------------------------------------------
     async def prune(self) -> int:
