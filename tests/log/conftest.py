@@ -34,3 +34,11 @@ def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> LogFactory:
         database = next(_databases) % 16  # redis-server has 16 databases by default
         flush_redis(f"{url}/{database}")
     return factory
+
+
+@pytest.fixture
+async def event_log(make_log: LogFactory) -> AsyncIterator[EventLog]:
+    log = make_log()
+    await log.open()
+    yield log
+    await log.close()
