@@ -38,6 +38,7 @@ class RedisServer:
 
     directory: Path
     appendonly: bool = False
+    extra: tuple[str, ...] = ()  # more redis-server arguments (e.g. --replicaof)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +58,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
+            *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

@@ -232,3 +232,28 @@ async def _expect_waitaof_refused(redis: RedisServer) -> None:
     assert proc.returncode != 0
     text = out.decode()
     assert "waitaof" in text and "Traceback" not in text, text
+
+
+async def test_replicas_durability_waits_for_a_replica_and_refuses_without_one(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    replica = RedisServer(tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(redis.port)))
+    replica.start()
+    try:
+        with nodes(redis.url, 1, tmp_path, "--redis-durability", "replicas:1") as (a,):
+            async with aiohttp.ClientSession() as session:
+                deadline = asyncio.get_running_loop().time() + 15
+                while (status := (await post(session, a, "d", [1]))[0]) != 201:
+                    assert asyncio.get_running_loop().time() < deadline, status
+                    await asyncio.sleep(0.2)  # the replica is still syncing
+                replica.stop()
+                body = [{"organization_id": "d", "payload": 2}]
+                async with session.post(
+                    a.base + "/events",
+                    data=json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                ) as response:
+                    assert response.status == 503
+                    assert "replicas acknowledged" in (await response.text())
+    finally:
+        replica.stop()
