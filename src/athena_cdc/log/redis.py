@@ -26,6 +26,7 @@ Cluster -- the append script touches the global keys and every channel of a batc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -61,6 +62,7 @@ RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 STATS_INTERVAL = 5.0
 WAIT_TIMEOUT_MS = 5_000  # how long a 201 waits for WAITAOF / WAIT before a 503
 READ_PAGE = 500
+GROUP_MAX_EVENTS = 5_000  # events per group commit (unless one request is larger)
 
 
 def now_ms() -> int:
@@ -163,6 +165,10 @@ class RedisLog(EventLog):
         self._first_at_ts_script = self._client.register_script(FIRST_AT_TS)
         self._views: dict[str, _View] = {}
         self._closing = False
+        self._queue: collections.deque[
+            tuple[Sequence[NewEvent], asyncio.Future[list[Event]]]
+        ] = collections.deque()
+        self._committer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pubsub_up = asyncio.Event()
         self._problem: str | None = None
@@ -200,6 +206,8 @@ class RedisLog(EventLog):
         # loops also check this flag, and close waits for them only a moment.
         self._closing = True
         pending = set(self._tasks)
+        if self._committer is not None:
+            pending.add(self._committer)
         for _ in range(5):
             for task in pending:
                 task.cancel()
@@ -251,8 +259,47 @@ class RedisLog(EventLog):
     async def append(
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
+        """Appends that arrive while one is in flight go to Redis together, in one script
+        call (a group commit): a round trip and a script per batch of requests, not per
+        request. Each request stays all-or-nothing, since the whole call is."""
         if not batch:
             return []
+        if position is not None:  # a source's batch: alone, for its fence
+            return await self._append_now(batch, position)
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name="redis-append")
+        return await future
+
+    async def _commit_queued(self) -> None:
+        queue = self._queue
+        while queue:
+            taken: list[tuple[Sequence[NewEvent], asyncio.Future[list[Event]]]] = []
+            size = 0
+            while queue and (not taken or size + len(queue[0][0]) <= GROUP_MAX_EVENTS):
+                item = queue.popleft()
+                taken.append(item)
+                size += len(item[0])
+            combined = [event for batch, _ in taken for event in batch]
+            try:
+                events = await self._append_now(combined, None)
+            except BaseException as exc:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            offset = 0
+            for batch, future in taken:
+                if not future.done():
+                    future.set_result(events[offset : offset + len(batch)])
+                offset += len(batch)
+
+    async def _append_now(
+        self, batch: Sequence[NewEvent], position: SourcePosition | None
+    ) -> list[Event]:
         by_channel: dict[str, list[NewEvent]] = {}
         for item in batch:
             by_channel.setdefault(item.channel, []).append(item)
