@@ -448,7 +448,9 @@ class RedisLog(EventLog):
                 self._problem = None
                 attempt = 0
                 while not self._closing:
-                    message = await pubsub.get_message(timeout=None)
+                    # A bounded wait: a blocking read would time out after the
+                    # socket timeout of an idle connection.
+                    message = await pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
                     events = _decode_batch(message["data"])
