@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 import ssl
 from typing import Any, Protocol
@@ -179,7 +180,7 @@ class AthenaServer:
             "wss" if self.settings.tls_cert else "ws",
             self.settings.host,
             self.port,
-            self.settings.store,
+            re.sub(r"//[^@/]*@", "//***@", self.settings.store),  # no Redis password
             f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
         )
 
