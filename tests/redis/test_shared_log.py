@@ -257,3 +257,59 @@ async def test_replicas_durability_waits_for_a_replica_and_refuses_without_one(
                     assert "replicas acknowledged" in (await response.text())
     finally:
         replica.stop()
+
+
+async def test_travels_on_a_third_node_meet_live_events_exactly_under_load(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A client on C travels from its last seq again and again while A and B publish.
+    Each reply is what was in flight live, then the travel from ``since_seq``; after the
+    ack, live events go on right after the travel's last one: no gap, no duplicate."""
+    with nodes(redis.url, 3, tmp_path) as (a, b, c):
+        async with client(c.ws, "t") as on_c, aiohttp.ClientSession() as session:
+            done = asyncio.Event()
+
+            async def produce(node: ServerProcess) -> int:
+                count = 0
+                while not done.is_set():
+                    status, seqs = await post(session, node, "t", [count, count])
+                    assert status == 201
+                    count += len(seqs)
+                return count
+
+            producers = [asyncio.create_task(produce(node)) for node in (a, b)]
+            last = 0
+
+            async def next_live() -> int:
+                seq = (await on_c.recv(10))["data"]["seq"]
+                assert seq == last + 1, (seq, last)
+                return int(seq)
+
+            travels_with_events = 0  # replies that had events in them
+            for _ in range(15):
+                for _ in range(5):
+                    last = await next_live()
+                since = last
+                await on_c.send({"type": "travel", "organization_id": "t", "since_seq": since})
+                window: list[int] = []
+                while True:
+                    message = await on_c.recv(10)
+                    if message.get("status") == "travel_complete":
+                        break
+                    window.append(message["data"]["seq"])
+                # Live events in flight (continuing from `since`), then the travel.
+                split = next(
+                    (i for i in range(1, len(window)) if window[i] <= window[i - 1]),
+                    len(window),
+                )
+                in_flight, travel = window[:split], window[split:]
+                assert in_flight == list(range(since + 1, since + 1 + len(in_flight)))
+                if travel:
+                    assert travel == list(range(since + 1, travel[-1] + 1))
+                travels_with_events += bool(window)
+                last = max([since, *window])
+            done.set()
+            total = sum(await asyncio.gather(*producers))
+            while last < total:
+                last = await next_live()
+            assert travels_with_events > 0
