@@ -476,6 +476,9 @@ class RedisLog(EventLog):
         while not self._closing:
             await asyncio.sleep(TAIL_CHECK_INTERVAL)
             with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+                await self._client.ping()  # /ready recovers without waiting for a publish
+                if self._pubsub_up.is_set():
+                    self._problem = None
                 await self._tail_check(all_channels=False)
 
     async def _tail_check(self, all_channels: bool) -> None:
