@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,11 +11,35 @@ from athena_cdc.server.app import AthenaServer
 from tests.support.servers import running_server
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest) -> str:
-    """Parametrises a test over both log backends."""
+    """Parametrises a test over the log backends (redis: a fresh database of the
+    session's redis-server, as a redis:// URL)."""
     value: str = request.param
+    if value == "redis":
+        url: str = request.getfixturevalue("redis_url") + "/0"
+        flush_redis(url)
+        return url
     return value
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server for the session (tests/log/redis_server.py)."""
+    from tests.log.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield f"redis://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture

@@ -171,12 +171,19 @@ def _startup_problem(exc: BaseException, settings: Settings) -> str | None:
     """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
     from athena_cdc.auth.tokens import AuthConfigError
     from athena_cdc.log.epoch import LogDamaged
+    from athena_cdc.log.redis import RedisConfigError
     from athena_cdc.log.sqlite import DataDirLocked
     from athena_cdc.server.app import TlsConfigError
     from athena_cdc.sources.postgres.errors import SourceConfigError
 
     if isinstance(
-        exc, DataDirLocked | LogDamaged | SourceConfigError | TlsConfigError | AuthConfigError
+        exc,
+        DataDirLocked
+        | LogDamaged
+        | SourceConfigError
+        | TlsConfigError
+        | AuthConfigError
+        | RedisConfigError,
     ):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:

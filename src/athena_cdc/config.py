@@ -190,6 +190,27 @@ def _publish_key_problem(key: str | None) -> str | None:
     return None
 
 
+def parse_store(value: object) -> str:
+    """``memory``, ``sqlite``, or a ``redis://`` / ``rediss://`` URL (kept as given)."""
+    text = str(value).strip()
+    if text.lower() in ("memory", "sqlite"):
+        return text.lower()
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() in ("redis", "rediss"):
+        if not rest or rest.startswith("/"):
+            raise ValueError("a Redis URL needs a host: redis://host:port/db")
+        return text
+    raise ValueError("expected one of memory, sqlite, or a redis://host:port/db URL")
+
+
+def parse_redis_durability(value: object) -> str:
+    from athena_cdc.log.redis_durability import Durability
+
+    text = str(value).strip().lower()
+    Durability.parse(text)
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "host", "127.0.0.1", parse_str, "address to listen on (0.0.0.0 for all)", metavar="ADDR"
@@ -198,10 +219,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "store",
         "sqlite",
-        choice("memory", "sqlite"),
-        "event log backend: sqlite (durable, default) or memory (lost on restart)",
+        parse_store,
+        "event log backend: sqlite (durable, default), memory (lost on restart), or "
+        "redis://host:port/db (also rediss://): Redis/Valkey Streams shared by several "
+        "athena-cdc processes (docs/scaling.md)",
         group="log",
-        metavar="{sqlite,memory}",
+        metavar="{sqlite,memory,redis://...}",
     ),
     Option(
         "data_dir",
@@ -523,6 +546,16 @@ AUTH_OPTIONS: tuple[Option, ...] = (
         check=lambda v: None if v is None or len(v) >= 16 else "must be 16+ characters",
         secret=True,
     ),
+    Option(
+        "redis_durability",
+        "none",
+        parse_redis_durability,
+        "with a redis:// store, when a publish is acknowledged: none (Redis took it), "
+        "waitaof (fsynced to the AOF, Redis >= 7.2 / Valkey), replicas:N (N replicas "
+        "have it); see docs/scaling.md",
+        group="log",
+        metavar="{none,waitaof,replicas:N}",
+    ),
 )
 OPTIONS = OPTIONS + AUTH_OPTIONS
 
@@ -574,6 +607,7 @@ class Settings:
     protect_ops: bool = False
     ops_key: str | None = None
     max_subscriptions: int = 1_000
+    redis_durability: str = "none"
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

@@ -72,6 +72,15 @@ async def fill(
             assert response.status == 201, await response.text()
 
 
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest) -> str:
+    """These budgets are for the in-process stores; the Redis store's travel reads go
+    over the network and its fill of 10,000 channels alone outlasts a ping interval
+    (docs/scaling.md has its numbers)."""
+    value: str = request.param
+    return value
+
 class Traveller:
     """A raw client subscribed to every channel; it reads replies as fast as it can
     without decoding them (decoding 50,000 events would load the test's own loop)."""

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from athena_cdc.log import memory, sqlite
+from athena_cdc.log import memory, redis, sqlite
 from athena_cdc.log.base import Event, EventLog, NewEvent, SourcePosition, TravelQuery
 from tests.log.conftest import LogFactory
 
@@ -46,6 +46,7 @@ async def test_ts_never_decreases_when_the_clock_steps_back(
     fake = lambda: next(clock)  # noqa: E731
     monkeypatch.setattr(memory, "now_ms", fake)
     monkeypatch.setattr(sqlite, "now_ms", fake)
+    monkeypatch.setattr(redis, "now_ms", fake)
     for i in range(4):
         await event_log.append([new("a", i)])
     assert [e.ts_ms for e in await everything(event_log, "a")] == [5_000, 5_000, 5_000, 6_000]
@@ -89,6 +90,7 @@ async def test_retention_by_age_drops_old_events(
     now = [1_000_000]
     monkeypatch.setattr(memory, "now_ms", lambda: now[0])
     monkeypatch.setattr(sqlite, "now_ms", lambda: now[0])
+    monkeypatch.setattr(redis, "now_ms", lambda: now[0])
     log = make_log(retention_age=10.0)
     await log.open()
     try:

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from athena_cdc.log import memory, sqlite
+from athena_cdc.log import redis as redis_log
 from athena_cdc.log.base import EventLog, Gap, NewEvent, TravelQuery
 from tests.log.conftest import LogFactory
 
@@ -41,6 +42,7 @@ async def test_since_ts_is_inclusive_and_combines_with_since_seq(
     for ts in (100, 100, 200, 300, 300):
         monkeypatch.setattr(memory, "now_ms", lambda ts=ts: ts)
         monkeypatch.setattr(sqlite, "now_ms", lambda ts=ts: ts)
+        monkeypatch.setattr(redis_log, "now_ms", lambda ts=ts: ts)
         await fill(event_log, "a", 1)
     assert await seqs(event_log, TravelQuery(("a",), None, 200, 10)) == [3, 4, 5]
     assert await seqs(event_log, TravelQuery(("a",), None, 300, 10)) == [4, 5]
@@ -98,6 +100,7 @@ async def test_paged_merge_of_many_channels_equals_the_whole_merge(
 
     monkeypatch.setattr(memory, "now_ms", tick)
     monkeypatch.setattr(sqlite, "now_ms", tick)
+    monkeypatch.setattr(redis_log, "now_ms", tick)
     names = [f"ch{i}" for i in range(6)]
     for _ in range(120):
         await event_log.append(

@@ -61,6 +61,9 @@ class Hub:
         return sum(len(s) for s in self._subscribers.values())
 
     # -- fan-out ---------------------------------------------------------------------
+    def has_subscribers(self, channel: str) -> bool:
+        return bool(self._subscribers.get(channel))
+
     def on_append(self, events: Sequence[Event]) -> None:
         """Log listener: deliver durable events to the subscribers of their channels."""
         subscribers = self._subscribers

@@ -9,6 +9,21 @@ Invariants (see docs/protocol.md): seq is per channel, starts at 1, grows by one
 is never reused; ts_ms never decreases within a channel; an acknowledged append
 survives a restart; retention only drops the oldest events.
 
+The interface has two halves, the way Centrifuge separates history from its broker:
+
+* *history* -- :meth:`EventLog.append`, :meth:`EventLog.read_channel` /
+  :meth:`EventLog.travel`, :meth:`EventLog.bounds`, retention: what is stored;
+* *live delivery* -- the listeners of :meth:`EventLog.add_listener`: who hears of
+  appended events, in seq order per channel.
+
+A single-process store (memory, sqlite: ``shared = False``) delivers only the appends
+of this process, at once, and its ``bounds()`` is exact: it is the only writer. A
+shared store (Redis: ``shared = True``) is written by several processes: it delivers
+every process's appends to its listeners (each event once, in seq order per channel),
+its ``bounds()`` is this process's view -- what it has delivered so far, which may lag
+the store by the delivery latency -- and :meth:`EventLog.refresh_bounds` brings that
+view up to the store before a travel.
+
 Backends implement three small hooks (``_append_batches``, ``_read_channel`` and
 ``_bounds``); the travel selection (cursor vs. tail, multi-channel merge, limit,
 ``has_more`` and ``gaps``) is shared in :mod:`athena_cdc.log.travel` so that every
@@ -151,6 +166,8 @@ class EventLog(abc.ABC):
     """A set of per-channel, append-only, retained event logs."""
 
     name: str = "abstract"
+    # Whether several processes share this log (see the module docstring).
+    shared: bool = False
 
     def __init__(self) -> None:
         self._listeners: list[AppendListener] = []
@@ -168,7 +185,10 @@ class EventLog(abc.ABC):
         """Flush what is pending and release resources."""
 
     def add_listener(self, listener: AppendListener) -> None:
-        """Call ``listener(events)`` after each durable append, in seq order."""
+        """Call ``listener(events)`` after each durable append, in seq order per channel.
+
+        Live delivery: a single-process store calls it for this process's appends; a
+        shared store for every process's appends (each event once)."""
         self._listeners.append(listener)
 
     def _notify(self, events: Sequence[Event]) -> None:
@@ -196,7 +216,15 @@ class EventLog(abc.ABC):
     # -- reads -----------------------------------------------------------------------
     @abc.abstractmethod
     def bounds(self, channel: str) -> ChannelBounds:
-        """Extent of ``channel`` as seen by this node (cheap, no I/O)."""
+        """Extent of ``channel`` as seen by this process (cheap, no I/O).
+
+        ``last_seq`` is the newest seq this process's listeners have been given: a
+        travel that ends there and the live events after it meet exactly."""
+
+    async def refresh_bounds(self, channels: Sequence[str]) -> None:  # noqa: B027
+        """Bring :meth:`bounds` of ``channels`` up to the store (a shared store delivers
+        to the listeners whatever it finds they missed, first). Nothing to do for a
+        single-process store, whose bounds are always exact."""
 
     @abc.abstractmethod
     async def read_channel(

@@ -149,6 +149,8 @@ class TravelReader:
         self.gaps: list[Gap] = []
 
     async def pages(self) -> AsyncGenerator[list[Event], None]:
+        if self.query.until_seq is None:  # else the caller refreshed them to set it
+            await self.log.refresh_bounds(self.query.channels)
         streams, cut_before = await self._open_streams()
         if not streams:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 import ssl
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 log = logging.getLogger(__name__)
 
 SHUTDOWN_CODE = 1001
+EPOCH_CHANGED_CODE = 1012  # "service restart": the log's seqs restarted
 SHUTDOWN_REASON = "server shutting down; reconnect and travel with since_seq = last seq received"
 
 
@@ -56,6 +58,15 @@ def make_log(settings: Settings) -> EventLog:
             retention_events=settings.retention_events,
             retention_age=settings.retention_age,
             memory_limit=settings.memory_limit,
+        )
+    if settings.store.startswith(("redis://", "rediss://")):
+        from athena_cdc.log.redis import RedisLog
+
+        return RedisLog(
+            settings.store,
+            retention_events=settings.retention_events,
+            retention_age=settings.retention_age,
+            durability=settings.redis_durability,
         )
     return SqliteLog(
         settings.data_dir,
@@ -136,6 +147,8 @@ class AthenaServer:
     async def start(self) -> None:
         await self.log.open()
         self.log.add_listener(self.hub.on_append)
+        if self.log.shared:
+            self._wire_shared_log()
         self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
         self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
@@ -171,8 +184,23 @@ class AthenaServer:
             "wss" if self.settings.tls_cert else "ws",
             self.settings.host,
             self.port,
-            self.settings.store,
+            re.sub(r"//[^@/]*@", "//***@", self.settings.store),  # no Redis password
             f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
+        )
+
+    def _wire_shared_log(self) -> None:
+        from athena_cdc.log.redis import RedisLog
+
+        if isinstance(self.log, RedisLog):
+            # Tail checks only for channels someone here listens to.
+            self.log.interest = self.hub.has_subscribers
+            self.log.on_epoch_change = self._epoch_changed
+
+    def _epoch_changed(self, epoch: str) -> None:
+        """The shared log lost its data and starts over: clients must start over too."""
+        self.hub.close_all(
+            EPOCH_CHANGED_CODE,
+            f"the event log starts over under epoch {epoch}: reconnect and subscribe again",
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:

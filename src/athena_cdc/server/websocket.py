@@ -365,7 +365,11 @@ class WebSocketEndpoint:
         slicing.job_started()
         try:
             # Events after these seqs are held for this connection and follow the ack.
-            until = await self._newest_seqs(conn, channels, time_slice)
+            try:
+                until = await self._newest_seqs(conn, channels, time_slice)
+            except StorageUnavailable as exc:
+                self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
+                return
             query = TravelQuery(
                 channels, travel.since_seq, travel.since_ts_ms, travel.limit, until
             )
@@ -407,6 +411,9 @@ class WebSocketEndpoint:
         newer, so what follows comes live, once. Thousands of channels take a few loop
         turns to look up; events appended meanwhile are already held, so each channel
         ends before its first held event."""
+        # A shared log first delivers what this process has not heard yet (events it
+        # finds are held like any live event), so that its bounds are current.
+        await self.log.refresh_bounds(channels)
         until: dict[str, int] = {}
         for number, channel in enumerate(channels, 1):
             until[channel] = self.log.bounds(channel).last_seq

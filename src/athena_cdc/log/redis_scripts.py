@@ -1,0 +1,129 @@
+"""The Lua scripts of the Redis store: each runs atomically on the Redis server.
+
+Keys (``P`` = the key prefix, ``{c}`` = the channel as a Cluster hash tag, so one
+channel's keys share a slot):
+
+* ``P:epoch`` -- the log's epoch (invariant 6), created with the log;
+* ``P:{c}:events`` -- a stream per channel whose entry IDs are the seqs (``<seq>-0``),
+  fields ``t`` (ts_ms) and ``p`` (the payload's JSON);
+* ``P:{c}:meta`` -- a hash: ``seq`` (last seq assigned), ``ts`` (last ts_ms),
+  ``first`` (oldest retained seq), ``dts`` (ts of the newest event retention dropped);
+* ``P:channels`` -- the set of channel names (for age retention and stats);
+* ``P:positions`` -- source positions (``<source>``) and their sort keys
+  (``<source>\\0order``), for the fence.
+"""
+
+from __future__ import annotations
+
+# KEYS: epoch, positions, channels, then (events, meta) per channel.
+# ARGV: epoch, now_ms, maxlen, position source, position, position order, then per
+#       channel: channel name, pub/sub channel, n, n payloads.
+# Returns: per channel, its first new seq and the ts given to its events.
+#
+# Seqs, ts, XADD, trimming, the position and the PUBLISH happen in one script, so what
+# is stored and what is announced live cannot disagree, and a batch over several
+# channels is all-or-nothing.
+APPEND = r"""
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then
+  return redis.error_reply('EPOCH ' .. tostring(epoch))
+end
+local source = ARGV[4]
+if source ~= '' then
+  local stored = redis.call('HGET', KEYS[2], source .. '\0order')
+  if stored and stored >= ARGV[6] then
+    return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
+      tostring(redis.call('HGET', KEYS[2], source)))
+  end
+end
+local now = tonumber(ARGV[2])
+local maxlen = tonumber(ARGV[3])
+local result = {}
+local a = 7
+local k = 4
+while a <= #ARGV do
+  local channel, partition, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local stream, meta = KEYS[k], KEYS[k + 1]
+  local m = redis.call('HMGET', meta, 'seq', 'ts', 'first')
+  local last = tonumber(m[1]) or 0
+  local ts = math.max(now, tonumber(m[2]) or 0)
+  local first = tonumber(m[3]) or 1
+  local payloads, lengths = {}, {}
+  for i = 1, n do
+    local p = ARGV[a + 2 + i]
+    local id = string.format('%d-0', last + i)
+    redis.call('XADD', stream, id, 't', string.format('%d', ts), 'p', p)
+    payloads[i] = p
+    lengths[i] = #p
+  end
+  local excess = redis.call('XLEN', stream) - maxlen
+  if excess > 0 then
+    local dropped = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
+    local newest = dropped[#dropped]
+    redis.call('XTRIM', stream, 'MAXLEN', maxlen)
+    first = tonumber(string.match(newest[1], '^(%d+)')) + 1
+    redis.call('HSET', meta, 'dts', newest[2][2])
+  end
+  redis.call('HSET', meta, 'seq', string.format('%d', last + n), 'ts', string.format('%d', ts),
+    'first', string.format('%d', first))
+  redis.call('SADD', KEYS[3], channel)
+  local header = string.format('%d %d %d %s\n', #channel, last + 1, ts, table.concat(lengths, ','))
+  redis.call('PUBLISH', partition, header .. channel .. table.concat(payloads))
+  result[#result + 1] = last + 1
+  result[#result + 1] = ts
+  a = a + 3 + n
+  k = k + 2
+end
+if source ~= '' then
+  redis.call('HSET', KEYS[2], source, ARGV[5], source .. '\0order', ARGV[6])
+end
+return result
+"""
+
+# KEYS: events, meta. ARGV: cutoff ts_ms. Drops the events older than the cutoff
+# (retention by age: XTRIM MINID at the first seq to keep); returns how many.
+PRUNE_AGE = r"""
+local cutoff = tonumber(ARGV[1])
+local dropped, last_id, last_ts = 0, nil, nil
+while true do
+  local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 256)
+  local cut = 0
+  for i, e in ipairs(entries) do
+    if tonumber(e[2][2]) < cutoff then cut = i else break end
+  end
+  if cut == 0 then break end
+  last_id = tonumber(string.match(entries[cut][1], '^(%d+)'))
+  last_ts = entries[cut][2][2]
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', last_id + 1))
+  dropped = dropped + cut
+  if cut < #entries then break end
+end
+if dropped > 0 then
+  redis.call('HSET', KEYS[2], 'first', string.format('%d', last_id + 1), 'dts', last_ts)
+end
+return dropped
+"""
+
+# KEYS: events. ARGV: lowest seq, highest seq, ts_ms. The first seq in [lo, hi] whose
+# event has ts >= ts_ms, or 0: a binary search (ts never decreases within a channel),
+# some twenty XRANGEs on the server instead of a scan of the whole channel.
+FIRST_AT_TS = r"""
+local lo, hi, target = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local answer = 0
+while lo <= hi do
+  local mid = math.floor((lo + hi) / 2)
+  local e = redis.call('XRANGE', KEYS[1], string.format('%d-0', mid), '+', 'COUNT', 1)[1]
+  if e == nil then
+    hi = mid - 1
+  else
+    local seq = tonumber(string.match(e[1], '^(%d+)'))
+    if tonumber(e[2][2]) >= target then
+      answer = seq
+      hi = mid - 1
+    else
+      lo = seq + 1
+    end
+  end
+end
+return answer
+"""
