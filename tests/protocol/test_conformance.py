@@ -626,3 +626,27 @@ async def _live_latency_moved_by_a_ping_flood() -> tuple[float, float]:
             f"({len(flood_wall)} events during the flood)"
         )
         return p99(flood_cpu) - p99(base_cpu), p99(flood_wall) - p99(base_wall)
+
+
+async def test_a_message_in_more_than_1024_fragments_is_closed_with_1009(
+    memory_server: AthenaServer,
+) -> None:
+    """Empty continuation frames add nothing to a message's size: without a cap on their
+    number, one message could go on forever."""
+    endless = frame(OP_TEXT, b'{"type":', fin=False) + frame(OP_CONT, b"", fin=False) * 1100
+    await expect_close(memory_server, endless, 1009)
+
+
+async def test_a_message_in_many_fragments_within_the_cap_is_answered(
+    memory_server: AthenaServer,
+) -> None:
+    parts = [frame(OP_TEXT, b"{", fin=False)]
+    parts += [frame(OP_CONT, b" ", fin=False) for _ in range(1000)]
+    parts.append(frame(OP_CONT, b'"type":"ping"}'))
+    raw = await connect(memory_server)
+    try:
+        raw.writer.write(b"".join(parts))
+        _, reply = await asyncio.wait_for(read_frame(raw.reader), 5)
+        assert json.loads(reply) == {"status": "pong"}
+    finally:
+        raw.close()

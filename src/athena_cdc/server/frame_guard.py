@@ -41,7 +41,11 @@ from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.web_protocol import RequestHandler
 
 PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
 FRAMES_PER_SLICE = 64
+# Frames of one fragmented message: empty continuation frames add no bytes to it, so the
+# 64 KiB message bound alone would let a client send one message forever.
+MAX_FRAGMENTS = 1024
 
 # RFC 6455 §7.4: codes a peer may send. 1004 is reserved, 1005, 1006 and 1015 must never
 # be sent; 1012-1014 are registered with IANA since; 3000-4999 belong to libraries and
@@ -62,6 +66,7 @@ class FrameGuard:
         "_backlog",
         "_backlog_at",
         "_failed",
+        "_fragments",
         "_handler",
         "_held",
         "_loop",
@@ -82,6 +87,7 @@ class FrameGuard:
         self.last_heard = self._loop.time()
         self._held = b""  # the start of a frame header not yet complete
         self._skip = 0  # payload bytes of the current frame still to pass through
+        self._fragments = 0  # frames of the current fragmented message so far
         self._backlog = b""  # checked-later bytes beyond this turn's slice
         self._backlog_at = 0
         self._paused = False
@@ -117,6 +123,7 @@ class FrameGuard:
         end = len(data)
         pos, frames, skip = start, 0, self._skip
         problem = None
+        fail_code = PROTOCOL_ERROR
         sliced = False
         while True:
             if skip:  # payload: passed through unread
@@ -164,6 +171,12 @@ class FrameGuard:
                     break
             elif available < header:
                 break
+            if not first & 0x08:  # a data or continuation frame (control frames interleave)
+                self._fragments = 0 if first & 0x80 else self._fragments + 1  # FIN ends it
+                if self._fragments > MAX_FRAGMENTS:
+                    problem = f"a message of more than {MAX_FRAGMENTS} fragments"
+                    fail_code = MESSAGE_TOO_BIG
+                    break
             pos += header
             skip = length
             frames += 1
@@ -171,7 +184,7 @@ class FrameGuard:
         if pos > start and self._forward(data[start:pos]):
             return True
         if problem is not None:
-            self._fail(problem)
+            self._fail(problem, fail_code)
             return True
         if sliced:
             self._backlog, self._backlog_at = data, pos
@@ -186,10 +199,10 @@ class FrameGuard:
             self._failed = True
         return bool(eof)
 
-    def _fail(self, problem: str) -> None:
+    def _fail(self, problem: str, code: int = PROTOCOL_ERROR) -> None:
         self._failed = True
         self._backlog = b""
-        self._queue.set_exception(WebSocketError(PROTOCOL_ERROR, problem))
+        self._queue.set_exception(WebSocketError(code, problem))
 
     # -- slices ------------------------------------------------------------------------
     def _pause(self) -> None:
