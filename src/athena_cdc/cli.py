@@ -170,8 +170,8 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 def _startup_problem(exc: BaseException, settings: Settings) -> str | None:
     """One line for the errors a user can fix; None for bugs (shown with a traceback)."""
     from athena_cdc.auth.tokens import AuthConfigError
+    from athena_cdc.log.base import StoreConfigError  # not the redis module: it imports a lot
     from athena_cdc.log.epoch import LogDamaged
-    from athena_cdc.log.redis import RedisConfigError
     from athena_cdc.log.sqlite import DataDirLocked
     from athena_cdc.server.app import TlsConfigError
     from athena_cdc.sources.postgres.errors import SourceConfigError
@@ -183,7 +183,7 @@ def _startup_problem(exc: BaseException, settings: Settings) -> str | None:
         | SourceConfigError
         | TlsConfigError
         | AuthConfigError
-        | RedisConfigError,
+        | StoreConfigError,
     ):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:

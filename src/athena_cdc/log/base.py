@@ -158,6 +158,11 @@ class LogStats:
 AppendListener = Callable[[Sequence[Event]], None]
 
 
+class StoreConfigError(Exception):
+    """The store cannot give what the settings ask (a server too old for a durability
+    mode, an address that does not answer); the message is one line saying so."""
+
+
 class StorageUnavailable(Exception):
     """The backend cannot take writes or reads right now (disk full, I/O error...)."""
 

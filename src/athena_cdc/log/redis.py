@@ -48,6 +48,7 @@ from athena_cdc.log.base import (
     NewEvent,
     SourcePosition,
     StorageUnavailable,
+    StoreConfigError,
 )
 from athena_cdc.log.epoch import new_epoch
 from athena_cdc.log.redis_durability import Durability
@@ -69,7 +70,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class RedisConfigError(Exception):
+class RedisConfigError(StoreConfigError):
     """The Redis server cannot give what the settings ask; the message is one line."""
 
 
