@@ -521,3 +521,33 @@ async def test_unknown_paths_and_methods_are_answered_in_json(memory_server: Ath
             async with session.request(method, http_url(memory_server, path)) as response:
                 assert response.status == status
                 assert (await response.json())["error"]
+
+
+async def expect_continue(server: AthenaServer, length: int, body: bytes = b"") -> list[bytes]:
+    """POST with ``Expect: 100-continue``; the status lines received, in order."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length
+    )
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = [first.split(b"\r\n", 1)[0]]
+    if b" 100 " in lines[0]:
+        writer.write(body)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines.append(second.split(b"\r\n", 1)[0])
+    writer.close()
+    return lines
+
+
+async def test_expect_continue_refuses_a_too_large_body_before_it_is_sent(
+    memory_server: AthenaServer,
+) -> None:
+    assert await expect_continue(memory_server, 20_000_000) == [
+        b"HTTP/1.1 413 Request Entity Too Large"
+    ]
+    body = b'{"organization_id":"a","payload":1}'
+    assert await expect_continue(memory_server, len(body), body) == [
+        b"HTTP/1.1 100 Continue",
+        b"HTTP/1.1 201 Created",
+    ]

@@ -132,7 +132,7 @@ class AthenaServer:
             client_max_size=MAX_BODY_BYTES + MAX_MESSAGE_BYTES, middlewares=[json_http_errors]
         )
         app.router.add_get("/ws", self.limits.guard(self.websocket.handle))
-        app.router.add_post("/events", publish.handle)
+        app.router.add_post("/events", publish.handle, expect_handler=publish.expect)
         app.router.add_get("/health", ops.health)
         app.router.add_get("/ready", ops.ready)
         app.router.add_get("/metrics", ops.metrics_page)

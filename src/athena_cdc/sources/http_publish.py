@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from athena_cdc.auth.guard import KEY_HEADER, Guard, Refused
 from athena_cdc.log.base import EventLog, NewEvent, StorageUnavailable
@@ -108,6 +109,18 @@ class PublishEndpoint:
         self.log = event_log
         self.metrics = metrics
         self.guard = guard
+
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """``Expect: 100-continue``: refuse a body that is too large before the client
+        sends it; otherwise invite it as aiohttp does (its handler, private: aiohttp is
+        pinned, and tests/protocol/test_publish.py covers both answers)."""
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            response = _too_large().response()
+            response.force_close()
+            self.metrics.publish_requests.labels(str(response.status)).inc()
+            return response
+        await _default_expect_handler(request)
+        return None
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
