@@ -7,7 +7,8 @@ of a kind, holds back the repeats for ``interval`` seconds, then writes the next
 with the number held back, so nothing is silently lost.
 
 A *kind* is the message template (not the formatted text) plus, for
-:meth:`~RateLimitedLog.exception`, the type of the exception being handled.
+:meth:`~RateLimitedLog.exception`, the type of the exception being handled; a caller
+whose one template covers several kinds (auth denials, by reason) names the kind.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ class RateLimitedLog:
         # kind → (time of the last record written, repeats held back since)
         self._kinds: dict[tuple[str, str], tuple[float, int]] = {}
 
-    def error(self, msg: str, *args: object) -> None:
-        self._log(logging.ERROR, "", msg, args, exc_info=False)
+    def error(self, msg: str, *args: object, kind: str = "") -> None:
+        self._log(logging.ERROR, kind, msg, args, exc_info=False)
 
-    def warning(self, msg: str, *args: object) -> None:
-        self._log(logging.WARNING, "", msg, args, exc_info=False)
+    def warning(self, msg: str, *args: object, kind: str = "") -> None:
+        self._log(logging.WARNING, kind, msg, args, exc_info=False)
+
+    def info(self, msg: str, *args: object, kind: str = "") -> None:
+        self._log(logging.INFO, kind, msg, args, exc_info=False)
 
     def exception(self, msg: str, *args: object) -> None:
         """Like :meth:`logging.Logger.exception`: at error level, with the traceback."""
@@ -43,11 +47,11 @@ class RateLimitedLog:
         self._log(logging.ERROR, exc_type.__name__ if exc_type else "", msg, args, exc_info=True)
 
     def _log(
-        self, level: int, exc_name: str, msg: str, args: tuple[object, ...], *, exc_info: bool
+        self, level: int, kind_name: str, msg: str, args: tuple[object, ...], *, exc_info: bool
     ) -> None:
         if not self.logger.isEnabledFor(level):
             return
-        kind = (msg, exc_name)
+        kind = (msg, kind_name)
         now = self._clock()
         last, held = self._kinds.get(kind, (None, 0))
         if last is not None and now - last < self.interval:

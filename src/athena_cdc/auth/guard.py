@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from athena_cdc.auth.tokens import (
     TokenVerifier,
     bearer_token,
 )
+from athena_cdc.logging_limits import RateLimitedLog
 
 if TYPE_CHECKING:
     from athena_cdc.config import Settings
@@ -59,26 +59,16 @@ def forbidden(why: str, reason: str) -> Refused:
     return Refused(403, "forbidden", why, reason)
 
 
-DENIAL_LOG_INTERVAL_S = 1.0
-
-
 class DenialLog:
     """Counts denials by reason and logs at most one line per reason per second."""
 
     def __init__(self, count: Callable[[str], None] = lambda reason: None) -> None:
         self._count = count
-        self._logged_at: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._log = RateLimitedLog(log)
 
     def __call__(self, reason: str, message: str) -> None:
         self._count(reason)
-        now = time.monotonic()
-        if now - self._logged_at.get(reason, -DENIAL_LOG_INTERVAL_S) < DENIAL_LOG_INTERVAL_S:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        self._logged_at[reason] = now
-        more = self._suppressed.pop(reason, 0)
-        log.info("denied (%s): %s%s", reason, message, f" (+{more} more)" if more else "")
+        self._log.info("denied (%s): %s", reason, message, kind=reason)
 
 
 class Guard:

@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from athena_cdc.logging_limits import RateLimitedLog
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -155,10 +157,9 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     previous = loop.get_exception_handler()
     if getattr(previous, "quiets_accept_errors", False):
         return
-    last_warning = -_WARN_EVERY
+    warnings = RateLimitedLog(log, interval=_WARN_EVERY)
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        nonlocal last_warning
         if _is_retry_after_close(context):
             return
         if context.get("message") != _ACCEPT_EXHAUSTED:
@@ -167,14 +168,11 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
             else:
                 loop.default_exception_handler(context)
             return
-        now = time.monotonic()
-        if now - last_warning >= _WARN_EVERY:
-            last_warning = now
-            log.warning(
-                "out of file descriptors (%s): new connections wait in the listen backlog; "
-                "raise the open-files limit (ulimit -n) or lower --max-connections",
-                context.get("exception"),
-            )
+        warnings.warning(
+            "out of file descriptors (%s): new connections wait in the listen backlog; "
+            "raise the open-files limit (ulimit -n) or lower --max-connections",
+            context.get("exception"),
+        )
 
     handler.quiets_accept_errors = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
