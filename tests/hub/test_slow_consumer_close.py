@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from athena_cdc.hub import connection
-from athena_cdc.hub.connection import SLOW_CONSUMER_REASON, Connection
+from athena_cdc.hub.connection import Connection
+from athena_cdc.protocol.close_codes import SLOW_CONSUMER_REASON
 from athena_cdc.server.app import AthenaServer
 from tests.protocol._support import RawWebSocket, event, publish
 from tests.support.servers import running_server

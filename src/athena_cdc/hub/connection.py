@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from athena_cdc.auth.tokens import OPEN_GRANT, Grant
 from athena_cdc.log.base import Event
+from athena_cdc.protocol import close_codes
 from athena_cdc.protocol.frames import text_frame
 from athena_cdc.slicing import TimeSlice
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SLOW_CONSUMER_CODE = 4008
-SLOW_CONSUMER_REASON = "slow consumer: reconnect and travel with since_seq = last seq received"
 BULK_CHUNK_BYTES = 256 * 1024  # travel replies are written in chunks of about this size
 WRITE_HIGH_WATER = 64 * 1024  # unsent bytes in the transport that mean "socket full"
 # A closing client is dropped when it reads nothing for CLOSE_GRACE_S, or has not read
@@ -270,7 +269,7 @@ class Connection:
             self._transport.get_write_buffer_size(),
         )
         self._on_slow(self)
-        self.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+        self.close(close_codes.SLOW_CONSUMER, close_codes.SLOW_CONSUMER_REASON)
 
     def close(self, code: int, reason: str, max_grace: float = CLOSE_GRACE_MAX_S) -> None:
         """Send a close frame after what is already written, then drop the socket.
@@ -290,9 +289,7 @@ class Connection:
             self._draining = None
         self._held = None
         if self._ws is not None:
-            _keep(
-                asyncio.get_running_loop().create_task(self._close_ws(code, reason, max_grace))
-            )
+            _keep(asyncio.get_running_loop().create_task(self._close_ws(code, reason, max_grace)))
         else:
             self._transport.abort()
 

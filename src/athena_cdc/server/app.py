@@ -26,6 +26,7 @@ from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
+from athena_cdc.protocol import close_codes
 from athena_cdc.server.deadlines import Deadlines, DeadlineTCPSite
 from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
@@ -34,10 +35,6 @@ from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_CODE = 1001
-EPOCH_CHANGED_CODE = 1012  # "service restart": the log's seqs restarted
-SHUTDOWN_REASON = "server shutting down; reconnect and travel with since_seq = last seq received"
 
 
 class TlsConfigError(Exception):
@@ -199,7 +196,7 @@ class AthenaServer:
     def _epoch_changed(self, epoch: str) -> None:
         """The shared log lost its data and starts over: clients must start over too."""
         self.hub.close_all(
-            EPOCH_CHANGED_CODE,
+            close_codes.EPOCH_CHANGED,
             f"the event log starts over under epoch {epoch}: reconnect and subscribe again",
         )
 
@@ -227,7 +224,7 @@ class AthenaServer:
         self.websocket.accepting = False
         if self._site is not None:
             await self._site.stop()
-        self.hub.close_all(SHUTDOWN_CODE, SHUTDOWN_REASON)
+        self.hub.close_all(close_codes.SHUTDOWN, close_codes.SHUTDOWN_REASON)
         for source in self.sources:
             try:
                 await source.stop()

@@ -40,8 +40,8 @@ from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.web_protocol import RequestHandler
 
-PROTOCOL_ERROR = 1002
-MESSAGE_TOO_BIG = 1009
+from athena_cdc.protocol import close_codes
+
 FRAMES_PER_SLICE = 64
 # Frames of one fragmented message: empty continuation frames add no bytes to it, so the
 # 64 KiB message bound alone would let a client send one message forever.
@@ -123,7 +123,7 @@ class FrameGuard:
         end = len(data)
         pos, frames, skip = start, 0, self._skip
         problem = None
-        fail_code = PROTOCOL_ERROR
+        fail_code = close_codes.PROTOCOL_ERROR
         sliced = False
         while True:
             if skip:  # payload: passed through unread
@@ -175,7 +175,7 @@ class FrameGuard:
                 self._fragments = 0 if first & 0x80 else self._fragments + 1  # FIN ends it
                 if self._fragments > MAX_FRAGMENTS:
                     problem = f"a message of more than {MAX_FRAGMENTS} fragments"
-                    fail_code = MESSAGE_TOO_BIG
+                    fail_code = close_codes.MESSAGE_TOO_BIG
                     break
             pos += header
             skip = length
@@ -199,7 +199,7 @@ class FrameGuard:
             self._failed = True
         return bool(eof)
 
-    def _fail(self, problem: str, code: int = PROTOCOL_ERROR) -> None:
+    def _fail(self, problem: str, code: int = close_codes.PROTOCOL_ERROR) -> None:
         self._failed = True
         self._backlog = b""
         self._queue.set_exception(WebSocketError(code, problem))

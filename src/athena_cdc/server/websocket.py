@@ -23,6 +23,7 @@ from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog, StorageUnavailable, TravelQuery
 from athena_cdc.logging_limits import RateLimitedLog
 from athena_cdc.metrics import Metrics
+from athena_cdc.protocol import close_codes
 from athena_cdc.protocol import messages as m
 from athena_cdc.protocol.handshake import (
     CLIENT_HEADER,
@@ -41,11 +42,8 @@ log = logging.getLogger(__name__)
 failures = RateLimitedLog(log)  # one bug, hit by every client, is one record a second
 
 MAX_MESSAGE_BYTES = 64 * 1024
-INVALID_TEXT_CODE = 1007  # RFC 6455: a text message that is not UTF-8
 YIELD_EVERY_MESSAGES = 16  # messages read from one client between turns of the event loop
 _CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
-TOKEN_EXPIRED_CODE = 1008  # policy violation: the token in force has expired
-TOKEN_EXPIRED_REASON = "token expired"
 # What was already written before the expiry may still be read for this long, then the
 # socket is dropped: no one reads on for long on a token that has expired.
 TOKEN_EXPIRED_GRACE_S = 1.0
@@ -247,7 +245,7 @@ class WebSocketEndpoint:
                 # RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
                 # (orjson refused it while parsing: the check costs nothing on valid text.)
                 conn.flush()  # replies already queued go out first
-                conn.close(INVALID_TEXT_CODE, "text message is not valid UTF-8")
+                conn.close(close_codes.INVALID_TEXT, close_codes.INVALID_TEXT_REASON)
                 return
             self._error(conn, error)
             return
@@ -343,7 +341,11 @@ class WebSocketEndpoint:
     def _expire(self, conn: Connection) -> None:
         conn.expiry = None
         self.metrics.client_errors.labels("token_expired").inc()
-        conn.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON, max_grace=TOKEN_EXPIRED_GRACE_S)
+        conn.close(
+            close_codes.TOKEN_EXPIRED,
+            close_codes.TOKEN_EXPIRED_REASON,
+            max_grace=TOKEN_EXPIRED_GRACE_S,
+        )
 
     def _subscriptions_full(self, conn: Connection, channel: str) -> bool:
         """Whether subscribing to ``channel`` would pass ``--max-subscriptions`` (each
@@ -370,9 +372,7 @@ class WebSocketEndpoint:
             except StorageUnavailable as exc:
                 self._error(conn, m.ProtocolError("unavailable", f"Travel failed: {exc}"))
                 return
-            query = TravelQuery(
-                channels, travel.since_seq, travel.since_ts_ms, travel.limit, until
-            )
+            query = TravelQuery(channels, travel.since_seq, travel.since_ts_ms, travel.limit, until)
             reader = self.log.travel_reader(query)
             reader.slice = time_slice
             try:
