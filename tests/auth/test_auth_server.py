@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from athena_cdc.server.app import AthenaServer
-from tests.protocol._support import client, event, post_events, publish
+from tests.protocol._support import client, event, post_events, publish, upgrade_answer
 from tests.support.servers import http_url, running_server, ws_url
 
 SECRET = "athena-test-secret-of-at-least-32-bytes"
@@ -36,35 +36,16 @@ async def server() -> Any:
         yield srv
 
 
-async def upgrade_status(
-    srv: AthenaServer, headers: dict[str, str], query: str = ""
-) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            ws_url(srv).replace("ws://", "http://") + query,
-            headers={
-                "Connection": "Upgrade",
-                "Upgrade": "websocket",
-                "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                **headers,
-            },
-        ) as response,
-    ):
-        return response.status, await response.json(content_type=None)
-
-
 async def test_an_upgrade_without_a_valid_token_is_401_and_outside_its_channels_403(
     server: AthenaServer,
 ) -> None:
-    status, body = await upgrade_status(server, {"X-Athena-Client": "org_42"})
+    status, body = await upgrade_answer(server, {"X-Athena-Client": "org_42"})
     assert status == 401 and body["error"] == "unauthorized", body
-    status, body = await upgrade_status(
+    status, body = await upgrade_answer(
         server, {"X-Athena-Client": "org_42", **bearer(token(ttl=-60, channels=["*"]))}
     )
     assert status == 401 and "expired" in body["message"], body
-    status, body = await upgrade_status(
+    status, body = await upgrade_answer(
         server, {"X-Athena-Client": "org_42", **bearer(token(channels=["org_43"]))}
     )
     assert (status, body["error"]) == (403, "forbidden"), body
@@ -182,7 +163,7 @@ async def test_metrics_need_admin_or_the_ops_key_while_health_and_ready_stay_ope
 
 async def test_an_origin_outside_allowed_origins_is_refused() -> None:
     async with running_server(store="memory", allowed_origins=["https://app.example"]) as srv:
-        status, body = await upgrade_status(
+        status, body = await upgrade_answer(
             srv, {"X-Athena-Client": "a", "Origin": "https://evil.example"}
         )
         assert (status, body["error"]) == (403, "forbidden")
@@ -237,7 +218,7 @@ async def test_a_token_that_is_not_ascii_is_401_json_everywhere(server: AthenaSe
 
 async def test_an_exp_beyond_the_year_9999_is_refused_not_a_crash(server: AthenaServer) -> None:
     far = jwt.encode({"exp": 10**20, "channels": ["*"]}, SECRET, algorithm="HS256")
-    status, body = await upgrade_status(server, {"X-Athena-Client": "org_42", **bearer(far)})
+    status, body = await upgrade_answer(server, {"X-Athena-Client": "org_42", **bearer(far)})
     assert status == 401 and "exp" in body["message"]
     async with client(server, "org_42", headers=bearer(token(channels=["*"]))) as c:
         reply = await c.request({"type": "refresh", "token": far})

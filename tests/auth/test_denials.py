@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from athena_cdc.server.app import AthenaServer
-from tests.protocol._support import event, get, post_events
-from tests.support.servers import running_server, ws_url
+from tests.protocol._support import event, get, post_events, upgrade_answer
+from tests.support.servers import running_server
 
 SECRET = "denials-test-secret-of-at-least-32-bytes"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -76,18 +75,10 @@ TOKENS: dict[str, tuple[Callable[[], str | None], str]] = {
 
 
 async def upgrade(srv: AthenaServer, token: str | None, channel: str = "org_42") -> tuple[int, Any]:
-    headers = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "X-Athena-Client": channel,
-    }
+    headers = {"X-Athena-Client": channel}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    url = ws_url(srv).replace("ws://", "http://")
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
-        return response.status, await response.json(content_type=None)
+    return await upgrade_answer(srv, headers)
 
 
 async def denied(srv: AthenaServer, reason: str) -> float:

@@ -118,6 +118,27 @@ async def client(
         yield c
 
 
+async def upgrade_answer(
+    server: AthenaServer, headers: Mapping[str, str], query: str = ""
+) -> tuple[int, Json]:
+    """A WebSocket upgrade request sent as plain HTTP: the status and the JSON body of a
+    refusal (None for a 101)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            ws_url(server).replace("ws://", "http://") + query,
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                **headers,
+            },
+        ) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
 def event(channel: str, payload: Json) -> dict[str, Json]:
     return {"organization_id": channel, "payload": payload}
 
