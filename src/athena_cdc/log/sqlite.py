@@ -158,20 +158,24 @@ class DataDirLocked(Exception):
     pass
 
 
-def _stored_log(con: sqlite3.Connection) -> StoredLog:
+def _stored_log(con: sqlite3.Connection) -> tuple[StoredLog, int, int]:
     """The database's epoch (None: a new database, or one from a version without
     epochs) and its count of events ever appended: the sum of the channels' last seqs,
-    kept by every append already, so counting costs appends nothing (and an open about
-    0.2 s per million channels)."""
+    kept by every append already, so counting costs appends nothing; with, from the
+    same scan of the channels (about 0.2 s per million), how many channels and how many
+    retained events there are."""
     tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     epoch = None
     if "meta" in tables:
         row = con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         epoch = None if row is None else str(row[0])
     if "channels" not in tables:
-        return StoredLog(epoch, 0)  # a new (or emptied) database
-    total = con.execute("SELECT coalesce(sum(last_seq), 0) FROM channels").fetchone()[0]
-    return StoredLog(epoch, int(total))
+        return StoredLog(epoch, 0), 0, 0  # a new (or emptied) database
+    appended, channels, retained = con.execute(
+        "SELECT coalesce(sum(last_seq), 0), count(*), "
+        "coalesce(sum(last_seq - first_seq + 1), 0) FROM channels"
+    ).fetchone()
+    return StoredLog(epoch, int(appended)), int(channels), int(retained)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -266,18 +270,15 @@ class SqliteLog(EventLog):
     def _open_writer(self) -> tuple[int, int]:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._wcon = con  # closed by open() if what follows fails
-        checked = self._check_log(con)  # before anything is written
+        epoch, stored, channels, events = self._check_log(con)  # before anything is written
         con.execute("PRAGMA journal_mode=WAL")
         # Wait for a lock held by another process (a backup, an sqlite3 shell) instead
         # of failing appends at once.
         con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.executescript(SCHEMA)
-        self._mark_running(con, *checked)
-        channels, events = con.execute(
-            "SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM channels"
-        ).fetchone()
-        return int(channels), int(events)
+        self._mark_running(con, epoch, stored)
+        return channels, events
 
     async def close(self) -> None:
         await self._releaser.stop()
@@ -298,10 +299,11 @@ class SqliteLog(EventLog):
             self._lock_file.close()
 
     # -- epoch and damage detection (see athena_cdc.log.epoch) -----------------------
-    def _check_log(self, con: sqlite3.Connection) -> tuple[str, StoredLog]:
+    def _check_log(self, con: sqlite3.Connection) -> tuple[str, StoredLog, int, int]:
         """Writer thread, at open, reading only (a refused start changes nothing, so
         whatever is missing can be put back): check the database against seq-highwater.
-        Returns the epoch to run under and what the database holds; raises LogDamaged."""
+        Returns the epoch to run under, what the database holds, and its numbers of
+        channels and retained events; raises LogDamaged."""
         con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         unreadable = None
         try:
@@ -313,7 +315,7 @@ class SqliteLog(EventLog):
             # the file sound? It reads the whole file, 1.4-4.4 s per GB measured, so it
             # does not run after a clean stop.
             self._quick_check(con)
-        stored = _stored_log(con)
+        stored, channels, events = _stored_log(con)
         problem = unreadable or damage(stored, mark, synchronous=self._synchronous, boot=boot_id())
         if problem is not None:
             if self._on_damage != "new-epoch":
@@ -335,7 +337,7 @@ class SqliteLog(EventLog):
             epoch = stored.epoch
         else:  # a new data dir, one from a version without epochs, or a start cut short
             epoch = mark.epoch if mark is not None else new_epoch()
-        return epoch, stored
+        return epoch, stored, channels, events
 
     def _mark_running(self, con: sqlite3.Connection, epoch: str, stored: StoredLog) -> None:
         """Writer thread, at open: store the epoch, and mark the log running (an
