@@ -136,9 +136,10 @@ class PublishEndpoint:
 
     async def _publish(self, request: web.Request) -> web.Response:
         try:
-            # Before the body is read. The key is compared as the bytes sent: its text
-            # need not be UTF-8.
-            allowed = self.guard.publisher(request.headers, _raw_header(request, KEY_HEADER))
+            # Before the body is read. The key is compared as the bytes sent (its text
+            # need not be UTF-8), and looked for only when one is configured.
+            key = _raw_header(request, KEY_HEADER) if self.guard.publish_key is not None else b""
+            allowed = self.guard.publisher(request.headers, key)
         except Refused as refused:
             raise PublishError(refused.status, refused.error, refused.message) from None
         if not _is_json(request):
