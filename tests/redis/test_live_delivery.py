@@ -55,3 +55,29 @@ async def test_a_pubsub_outage_is_filled_from_the_stream_without_duplicates(
         await admin.aclose()
         await writer.close()
         await reader.close()
+
+
+async def test_an_own_append_never_skips_an_earlier_seq_still_in_pubsub(
+    redis_url: str,
+) -> None:
+    """Two processes append to a channel neither has delivered yet: B takes seq 1, A
+    seq 2, and A hears its own reply before B's pub/sub message. A must not start the
+    channel at its own seq 2 and drop seq 1 when it arrives."""
+    url = redis_url + "/13"
+    flush_redis(url)
+    a, b = RedisLog(url), RedisLog(url)
+    await a.open()
+    await b.open()
+    heard: list[int] = []
+    a.add_listener(lambda events: heard.extend(e.seq for e in events))
+    try:
+        async with a._delivering:  # A's pub/sub reader cannot deliver B's seq 1 yet
+            assert [e.seq for e in await b.append([NewEvent("fresh", b"1")])] == [1]
+            assert [e.seq for e in await a.append([NewEvent("fresh", b"2")])] == [2]
+            await asyncio.sleep(0.1)
+        await until(lambda: len(heard) >= 2)
+        await asyncio.sleep(0.2)  # anything late would be a duplicate
+        assert heard == [1, 2]
+    finally:
+        await a.close()
+        await b.close()

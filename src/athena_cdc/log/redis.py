@@ -389,13 +389,18 @@ class RedisLog(EventLog):
         """Deliver what this process appended at once when it directly follows what was
         delivered; otherwise the pub/sub path delivers it (after filling the gap)."""
         if len(by_channel) == 1:
-            self._deliver_if_next(events)
-            return
-        grouped: dict[str, list[Event]] = {}
-        for event in events:
-            grouped.setdefault(event.channel, []).append(event)
-        for channel_events in grouped.values():
-            self._deliver_if_next(channel_events)
+            grouped = {events[0].channel: events}
+        else:
+            grouped = {}
+            for event in events:
+                grouped.setdefault(event.channel, []).append(event)
+        for channel, channel_events in grouped.items():
+            # A channel with no cursor here yet: another process's append of an earlier
+            # seq may still be on its way through pub/sub (the script's reply and the
+            # pub/sub message travel on different connections), so starting the cursor
+            # at our own first seq could skip it. Pub/sub brings ours too, in order.
+            if channel in self._views:
+                self._deliver_if_next(channel_events)
 
     def _deliver_if_next(self, events: list[Event]) -> bool:
         """Deliver one channel's contiguous ``events`` if they follow the cursor (what
