@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from websockets.asyncio.client import connect
@@ -27,6 +28,12 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def socket_dir_of(worker: int) -> Path:
+    """The supervisor's private directory, from the worker's command line (its socket)."""
+    argv = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    return Path(argv[3].decode()).parent
 
 
 def alive(pid: int) -> bool:
@@ -112,7 +119,7 @@ async def clients_on_every_worker(
 
 async def post(
     http: aiohttp.ClientSession, proc: ServerProcess, body: object
-) -> tuple[str, list[dict[str, object]]]:
+) -> tuple[str, list[dict[str, Any]]]:
     """POST /events; the worker that answered and the assigned events."""
     async with http.post(proc.base + "/events", json=body) as response:
         assert response.status == 201, await response.text()
