@@ -132,7 +132,7 @@ class AthenaServer:
         checks: dict[str, HealthCheck] = {"log": self.log.health}
         for source in self.sources:
             checks[source.name] = source.health
-        if self.worker is not None:  # the sources run in the supervisor
+        if self.worker is not None and self.settings.source:  # run by the supervisor
             checks["sources"] = self.worker.link.source_health
         ops = OpsEndpoints(self.metrics, checks, self.guard)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
@@ -155,8 +155,8 @@ class AthenaServer:
         m.gauge_from(m.open_connections, lambda: len(self.hub.connections))
         m.gauge_from(m.subscriptions, lambda: self.hub.subscription_count)
         m.watch_log(self.log.stats)
-        if self.worker is not None:
-            m.watch_sources(self.worker.link.sources)
+        if self.worker is not None and self.settings.source:
+            m.watch_sources(self.worker.link.sources)  # as the supervisor reports them
 
     async def start(self) -> None:
         await self.log.open()
@@ -164,7 +164,9 @@ class AthenaServer:
         if self.log.shared:
             self._wire_shared_log()
         self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
-        self.sources = make_sources(self.settings, self.log, self.metrics)
+        # A worker's sources run in its supervisor: exactly one reader per slot.
+        if self.worker is None:
+            self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
         quiet_accept_errors(asyncio.get_running_loop())
         self._runner = JsonErrorAppRunner(

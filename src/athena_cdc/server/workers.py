@@ -220,7 +220,7 @@ class Supervisor:
                 worker.ready.set()
 
     async def _spawn(self, worker: _Worker, socket_path: str) -> None:
-        settings = dataclasses.replace(self.settings, port=self.port, source=[], workers=1)
+        settings = dataclasses.replace(self.settings, port=self.port, workers=1)
         worker.ready.clear()
         # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which
         # forwards it once (a worker that got it twice would stop without draining).
