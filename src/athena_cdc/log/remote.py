@@ -238,14 +238,18 @@ class _WorkerLink(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self._unpacker.feed(data)
-        for message in self._unpacker:
-            if message[0] == "ready":
-                self.server.on_ready(message[1], message[2])
-                continue
-            task = asyncio.ensure_future(self.server.answer(self, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        try:
+            self._unpacker.feed(data)
+            for message in self._unpacker:
+                if message[0] == "ready":
+                    self.server.on_ready(message[1], message[2])
+                    continue
+                task = asyncio.ensure_future(self.server.answer(self, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:  # not our protocol: this link is of no use
+            log.exception("a worker sent what the log server cannot read: cutting its link")
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.links.discard(self)
@@ -327,22 +331,30 @@ class OwnerLink(asyncio.Protocol):
         self.transport = cast(asyncio.WriteTransport, transport)  # (uvloop's is no subclass)
 
     def data_received(self, data: bytes) -> None:
-        self._unpacker.feed(data)
-        for message in self._unpacker:
-            kind = message[0]
-            if kind == "events":
-                self.on_events(_events(message[1]))
-            elif kind == "ok":
-                future, on_reply = self._pending.pop(message[1])
-                if not future.done():
-                    result = message[2]
-                    future.set_result(on_reply(result) if on_reply else result)
-            elif kind == "err":
-                future, _ = self._pending.pop(message[1])
-                if not future.done():
-                    future.set_exception(StorageUnavailable(message[2]))
-            elif kind == "status":
-                self._status(*message[1:])
+        try:
+            self._unpacker.feed(data)
+            for message in self._unpacker:
+                self._dispatch(message)
+        except Exception:  # a worker that misread the log must not serve from it
+            log.exception("cannot read the log owner's messages: closing the link")
+            assert self.transport is not None
+            self.transport.abort()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "events":
+            self.on_events(_events(message[1]))
+        elif kind == "ok":
+            future, on_reply = self._pending.pop(message[1])
+            if not future.done():
+                result = message[2]
+                future.set_result(on_reply(result) if on_reply else result)
+        elif kind == "err":
+            future, _ = self._pending.pop(message[1])
+            if not future.done():
+                future.set_exception(StorageUnavailable(message[2]))
+        elif kind == "status":
+            self._status(*message[1:])
 
     def _status(
         self,
