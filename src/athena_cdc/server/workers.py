@@ -125,7 +125,6 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(1, settings.workers + 1)]
         self.port = settings.port
         self.log: EventLog | None = None
-        self.sources: list[object] = []
         self._dir = ""
         self._reserved: socket.socket | None = None
         self._stopping = False
@@ -148,8 +147,8 @@ class Supervisor:
             if self.shares_store or settings.source:
                 self.log = make_log(settings)
                 await self.log.open()
+            # (their metrics reach the workers' /metrics through the link's status)
             sources = make_sources(settings, self.log, Metrics()) if self.log else []
-            self.sources = list(sources)
             server = LogServer(
                 os.path.join(self._dir, "log.sock"),
                 self.log if self.shares_store else None,
