@@ -184,3 +184,12 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_exit_code(
     assert result.returncode == 2, result.stderr
     assert "cannot use Redis" in result.stderr
     assert "while starting: stopping" in result.stderr
+
+
+def test_a_second_supervisor_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    """SO_REUSEPORT would let it join the port with a log of its own: it must not."""
+    with workers_process(tmp_path, "--store", "memory") as proc:
+        result = serve("--workers", "2", "--port", str(proc.port))
+        assert result.returncode == 2
+        assert "the port is in use" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

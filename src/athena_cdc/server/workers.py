@@ -127,6 +127,7 @@ class Supervisor:
         self.log: EventLog | None = None
         self._dir = ""
         self._reserved: socket.socket | None = None
+        self._port_lock: socket.socket | None = None
         self._stopping = False
 
     @property
@@ -191,8 +192,9 @@ class Supervisor:
             if self.log is not None:
                 await self.log.close()
             shutil.rmtree(self._dir, ignore_errors=True)
-            if self._reserved is not None:
-                self._reserved.close()
+            for sock in (self._reserved, self._port_lock):
+                if sock is not None:
+                    sock.close()
             log.info("stopped")
 
     def _reserve_port(self) -> None:
@@ -212,6 +214,7 @@ class Supervisor:
             raise
         self._reserved = sock
         self.port = sock.getsockname()[1]
+        self._port_lock = _claim_port(self.port)
 
     def _on_ready(self, index: int, pid: int) -> None:
         for worker in self.workers:
@@ -335,6 +338,24 @@ class Supervisor:
 
     def _kill_all(self) -> None:
         self.forward(signal.SIGKILL)
+
+
+def _claim_port(port: int) -> socket.socket | None:
+    """Hold a lock named after the port, so that a second supervisor on the same port
+    fails (EADDRINUSE) instead of joining it: SO_REUSEPORT would let its workers share
+    the port with ours, each group serving a log of its own.
+
+    The lock is a Unix socket in Linux's abstract namespace: no file to clean up, and it
+    goes with the process, however it dies. (Elsewhere: no lock.)"""
+    if not sys.platform.startswith("linux"):
+        return None
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0athena-cdc-port-{port}")
+    except OSError:
+        lock.close()
+        raise
+    return lock
 
 
 def _describe_exit(code: int) -> str:
