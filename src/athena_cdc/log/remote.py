@@ -465,7 +465,8 @@ class RemoteLog(EventLog):
         for name, (first, last, dropped_ts) in zip(names, found, strict=True):
             views[name] = _View(first, last, dropped_ts)
             views.move_to_end(name)
-        while len(views) > MAX_VIEWS:
+        # Least recently asked first; never those of this answer (the travel reads them).
+        while len(views) > max(MAX_VIEWS, len(names)):
             views.popitem(last=False)
 
     async def read_channel(
