@@ -120,6 +120,7 @@ async def test_workers_stop_serving_when_the_supervisor_is_killed(tmp_path: Path
     with workers_process(tmp_path, "--store", "sqlite", "--data-dir", str(tmp_path / "d")) as proc:
         assert proc.proc is not None
         workers = children(proc.proc.pid)
+        socket_dir = socket_dir_of(workers[0])
         async with clients_on_every_worker(proc, "orphan", at_least=1) as by_worker:
             proc.proc.kill()
             for clients in by_worker.values():
@@ -127,6 +128,7 @@ async def test_workers_stop_serving_when_the_supervisor_is_killed(tmp_path: Path
                     assert await closed_with(c) == 1001
         await asyncio.to_thread(wait_until, lambda: not any(alive(p) for p in workers))
     assert "the supervisor is gone" in (tmp_path / "server.log").read_text()
+    assert not socket_dir.exists()  # the orphaned workers removed it
 
 
 def test_one_worker_is_one_process_as_before(tmp_path: Path) -> None:

@@ -82,8 +82,23 @@ async def run_worker(settings: Settings, stop: asyncio.Event, socket_path: str, 
         stop.set()
 
     link.on_lost = on_lost
+    supervisor = os.getppid()
     await serve(settings, stop, WorkerRole(index, link))
+    if lost and await _orphaned(supervisor):
+        # The supervisor died without removing its private directory: its workers do
+        # (while it lives, the directory is its own business).
+        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
     return 1 if lost else 0
+
+
+async def _orphaned(supervisor: int) -> bool:
+    """Whether the supervisor is dead: this process got another parent. (A dying
+    process's sockets close before its children are handed on: wait a moment.)"""
+    for _ in range(40):
+        if os.getppid() != supervisor:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def _name_logs(index: int) -> None:
