@@ -130,7 +130,9 @@ def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
     sub.error(message)
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings, worker: tuple[str, int] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT: one process, or with ``--workers N`` a supervisor of N
+    (``worker``: this process is one of them, with its supervisor's socket and number)."""
     from athena_cdc.logging_setup import setup_logging
     from athena_cdc.server.app import serve
 
@@ -138,22 +140,28 @@ def run_server(settings: Settings) -> int:
     _raise_open_files_limit()
     stop = asyncio.Event()
 
-    async def main_task() -> None:
+    async def main_task() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stopper(stop, sig))
+        if worker is not None or settings.workers > 1:
+            from athena_cdc.server import workers
+
+            if worker is not None:
+                return await workers.run_worker(settings, stop, *worker)
+            return await workers.supervise(settings, stop)
         await serve(settings, stop)
+        return 0
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
-            runner.run(main_task())
+            return runner.run(main_task())
     except Exception as exc:
         message = _startup_problem(exc, settings)
         if message is None:
             raise
         print(f"athena-cdc: error: {message}", file=sys.stderr)
         return 2
-    return 0
 
 
 def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

@@ -203,6 +203,18 @@ def parse_store(value: object) -> str:
     raise ValueError("expected one of memory, sqlite, or a redis://host:port/db URL")
 
 
+def parse_workers(value: object) -> int:
+    """A number of worker processes, or ``auto``: one per core this process may use."""
+    if str(value).strip().lower() == "auto":
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+    try:
+        return parse_int(value)
+    except ValueError:
+        raise ValueError("expected a number of processes such as 2, or auto") from None
+
+
 def parse_redis_durability(value: object) -> str:
     from athena_cdc.log.redis_durability import Durability
 
@@ -326,6 +338,16 @@ OPTIONS: tuple[Option, ...] = (
         "on SIGTERM, time allowed to drain before closing",
         metavar="DURATION",
         check=lambda v: None if v >= 0 else "must not be negative",
+    ),
+    Option(
+        "workers",
+        1,
+        parse_workers,
+        "processes serving the port (SO_REUSEPORT); auto: one per core. With memory or "
+        "sqlite, a supervisor process owns the log and the workers share it "
+        "(docs/scaling.md)",
+        metavar="{N,auto}",
+        check=_at_least(1),
     ),
     Option("uvloop", True, parse_bool, "use uvloop when installed (true/false)", metavar="BOOL"),
     Option(
@@ -579,6 +601,7 @@ class Settings:
     client_rate_limit: float | None = 100.0
     ping_interval: float = 30.0
     shutdown_timeout: float = 10.0
+    workers: int = 1
     uvloop: bool = True
     log_level: str = "info"
     log_format: str = "text"

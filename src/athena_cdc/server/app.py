@@ -13,7 +13,7 @@ import logging
 import re
 import signal
 import ssl
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -34,6 +34,10 @@ from athena_cdc.server.ops import HealthCheck, OpsEndpoints
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
+if TYPE_CHECKING:
+    from athena_cdc.log.remote import OwnerLink
+    from athena_cdc.server.workers import WorkerRole
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +53,13 @@ class Source(Protocol):
     def health(self) -> str | None: ...
 
 
-def make_log(settings: Settings) -> EventLog:
+def make_log(settings: Settings, owner: OwnerLink | None = None) -> EventLog:
+    """The store of ``settings``; a worker of ``--workers N`` (``owner``: its link to the
+    supervisor) reaches the memory or sqlite store through the supervisor."""
+    if owner is not None and settings.store in ("memory", "sqlite"):
+        from athena_cdc.log.remote import RemoteLog
+
+        return RemoteLog(owner, retention_events=settings.retention_events)
     if settings.store == "memory":
         return MemoryLog(
             retention_events=settings.retention_events,
@@ -86,10 +96,11 @@ def make_sources(settings: Settings, event_log: EventLog, metrics: Metrics) -> l
 
 
 class AthenaServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: WorkerRole | None = None) -> None:
         self.settings = settings
+        self.worker = worker  # one of --workers N processes, else None
         self.metrics = Metrics()
-        self.log = make_log(settings)
+        self.log = make_log(settings, worker.link if worker else None)
         self.hub = Hub(self.metrics)
         self.guard = Guard.from_settings(
             settings, DenialLog(lambda reason: self.metrics.auth_denied.labels(reason).inc())
@@ -121,6 +132,8 @@ class AthenaServer:
         checks: dict[str, HealthCheck] = {"log": self.log.health}
         for source in self.sources:
             checks[source.name] = source.health
+        if self.worker is not None and self.settings.source:  # run by the supervisor
+            checks["sources"] = self.worker.link.source_health
         ops = OpsEndpoints(self.metrics, checks, self.guard)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
@@ -133,6 +146,8 @@ class AthenaServer:
         app.router.add_get("/health", ops.health)
         app.router.add_get("/ready", ops.ready)
         app.router.add_get("/metrics", ops.metrics_page)
+        if self.worker is not None:
+            app.on_response_prepare.append(self.worker.name_response)
         return app
 
     def _wire_metrics(self) -> None:
@@ -140,6 +155,8 @@ class AthenaServer:
         m.gauge_from(m.open_connections, lambda: len(self.hub.connections))
         m.gauge_from(m.subscriptions, lambda: self.hub.subscription_count)
         m.watch_log(self.log.stats)
+        if self.worker is not None and self.settings.source:
+            m.watch_sources(self.worker.link.sources)  # as the supervisor reports them
 
     async def start(self) -> None:
         await self.log.open()
@@ -147,7 +164,9 @@ class AthenaServer:
         if self.log.shared:
             self._wire_shared_log()
         self.log.add_listener(lambda events: self.metrics.appended.inc(len(events)))
-        self.sources = make_sources(self.settings, self.log, self.metrics)
+        # A worker's sources run in its supervisor: exactly one reader per slot.
+        if self.worker is None:
+            self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
         quiet_accept_errors(asyncio.get_running_loop())
         self._runner = JsonErrorAppRunner(
@@ -167,6 +186,7 @@ class AthenaServer:
             self.settings.port,
             backlog=8192,
             reuse_address=True,
+            reuse_port=self.worker is not None,  # the workers share the port
             ssl_context=self._tls_context(),
             tls_handshake_timeout=self.deadlines.tls_handshake_timeout,
         )
@@ -176,6 +196,8 @@ class AthenaServer:
             self.port = server.sockets[0].getsockname()[1]
         for source in self.sources:
             await source.start()
+        if self.worker is not None:
+            self.worker.link.ready(self.worker.index)
         log.info(
             "athena-cdc listening on %s://%s:%d/ws (store: %s%s)",
             "wss" if self.settings.tls_cert else "ws",
@@ -252,9 +274,9 @@ async def json_http_errors(request: web.Request, handler: Handler) -> web.Stream
         return response
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, stop: asyncio.Event, worker: WorkerRole | None = None) -> None:
     """Run until ``stop`` is set, then drain."""
-    server = AthenaServer(settings)
+    server = AthenaServer(settings, worker)
     await server.start()
     # Everything allocated so far (modules, the app) lives as long as the process: keep it
     # out of the collector's way, so that a full collection scans only what requests make.
