@@ -47,6 +47,7 @@ class Source(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def health(self) -> str | None: ...
+    def role(self) -> str: ...
 
 
 def make_log(settings: Settings) -> EventLog:
@@ -121,7 +122,8 @@ class AthenaServer:
         checks: dict[str, HealthCheck] = {"log": self.log.health}
         for source in self.sources:
             checks[source.name] = source.health
-        ops = OpsEndpoints(self.metrics, checks, self.guard)
+        roles = {source.name: source.role for source in self.sources}
+        ops = OpsEndpoints(self.metrics, checks, self.guard, roles)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
