@@ -84,7 +84,8 @@ async def test_a_slot_streamed_without_the_leader_lock_is_waited_for_then_report
     await creator.stop()
 
     # Another consumer (not athena-cdc: it takes no lock) streams the slot.
-    foreign = psycopg2.connect(db.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    replication = psycopg2.extras.LogicalReplicationConnection
+    foreign = psycopg2.connect(db.dsn, connection_factory=replication)
     try:
         foreign.cursor().start_replication(
             slot_name=db.slot,
