@@ -318,11 +318,13 @@ class PostgresSource:
             self._busy_since = now
         if now - self._busy_since < self.busy_grace:
             self._health = None
-        else:
-            self._health = (
-                f"{self.name}: {exc}; no athena-cdc process holds its leader lock, so another "
-                "consumer streams this slot: stop it or choose another --pg-slot"
-            )
+            return
+        reported = self._health
+        self._health = (
+            f"{self.name}: {exc}; no athena-cdc process holds its leader lock, so another "
+            "consumer streams this slot: stop it or choose another --pg-slot"
+        )
+        if reported is None:  # once, not at every attempt
             log.warning("%s", self._health)
 
     def _takeover_delay(self) -> float:
@@ -459,6 +461,7 @@ class PostgresSource:
         again from the log's position -- as leader or standby, whoever gets the lock."""
         self.stale_batches += 1
         self._discarding = True
+        self._append_error = None  # an earlier failed attempt may have been the one that landed
         log.warning(
             "%s: the log refused a batch (%s): another process leads or led the slot; "
             "dropping what this one read and stepping down",
