@@ -73,6 +73,20 @@ async def test_a_second_source_on_the_slot_waits_quietly_and_takes_over_when_the
     assert await ids_in(memlog) == list(range(10))  # each row once, in commit order
 
 
+async def test_sources_started_at_once_on_a_new_database_elect_one_leader(
+    db: Db, memlog: MemoryLog
+) -> None:
+    routable_table(db)
+    sources = [db.source(memlog, takeover_interval=0.2) for _ in range(3)]
+    # Racing to create the publication and the slot, then for the lock.
+    await asyncio.gather(*(source.start() for source in sources))
+    assert sorted(source.role() for source in sources) == ["leader", "standby", "standby"]
+    assert all(source.health() is None for source in sources)
+    insert(db, range(3))
+    await eventually(lambda: memlog.bounds("acme").last_seq == 3, what="the leader streams")
+    assert await ids_in(memlog) == [0, 1, 2]
+
+
 async def test_a_slot_streamed_without_the_leader_lock_is_waited_for_then_reported(
     db: Db, memlog: MemoryLog
 ) -> None:

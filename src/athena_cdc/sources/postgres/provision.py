@@ -179,8 +179,10 @@ def _ensure_publication(cur: psycopg2.extensions.cursor, where: str, target: Tar
         )
     try:
         cur.execute(statement)
-    except psycopg2.errors.DuplicateObject:
-        return  # created concurrently (another node): fine
+    except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+        # Created concurrently by another node or worker (the loser of that race gets a
+        # unique violation on pg_publication's name index): fine.
+        return
     except psycopg2.Error as exc:
         text = statement.as_string(cur.connection)
         raise SourceConfigError(
