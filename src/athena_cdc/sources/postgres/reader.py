@@ -9,7 +9,8 @@ connection must only be used by one thread. It confirms ``progress.durable_end_l
 -- set by the event loop once the log has made a transaction durable -- never what
 was merely received. Sending it every ``status_interval`` seconds, even while
 blocked on a full hand-off, keeps the server from timing the connection out
-(``wal_sender_timeout``). When everything received is durable, psycopg2 confirms the
+(``wal_sender_timeout``); every 2 s by default, so that a ``wal_sender_timeout`` as low
+as 5 s is safe -- the setting that bounds a takeover when a leader's machine vanishes. When everything received is durable, psycopg2 confirms the
 WAL end of the server's keepalives as well, so an idle slot (or one whose WAL is all
 about other tables) does not make the server keep WAL forever.
 
@@ -63,7 +64,7 @@ class ReplicationReader:
         handoff: Handoff,
         progress: Progress,
         feedback_interval: float = 1.0,
-        status_interval: float = 10.0,
+        status_interval: float = 2.0,
     ) -> None:
         self.dsn = dsn
         self.slot = slot

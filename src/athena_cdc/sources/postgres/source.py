@@ -93,7 +93,7 @@ class PostgresSource:
         append_max_events: int = 10_000,
         append_max_bytes: int = 8 * 1024 * 1024,
         feedback_interval: float = 1.0,
-        status_interval: float = 10.0,
+        status_interval: float = 2.0,
         busy_grace: float = 10.0,
         max_backoff: float = 30.0,
         takeover_interval: float = 1.0,
