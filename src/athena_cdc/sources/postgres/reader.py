@@ -9,10 +9,11 @@ connection must only be used by one thread. It confirms ``progress.durable_end_l
 -- set by the event loop once the log has made a transaction durable -- never what
 was merely received. Sending it every ``status_interval`` seconds, even while
 blocked on a full hand-off, keeps the server from timing the connection out
-(``wal_sender_timeout``); every 2 s by default, so that a ``wal_sender_timeout`` as low
-as 5 s is safe -- the setting that bounds a takeover when a leader's machine vanishes. When everything received is durable, psycopg2 confirms the
-WAL end of the server's keepalives as well, so an idle slot (or one whose WAL is all
-about other tables) does not make the server keep WAL forever.
+(``wal_sender_timeout``); every 2 s by default, so that a ``wal_sender_timeout`` as
+low as 5 s is safe -- the setting that bounds a takeover when a leader's machine
+vanishes. When everything received is durable, psycopg2 confirms the WAL end of the
+server's keepalives as well, so an idle slot (or one whose WAL is all about other
+tables) does not make the server keep WAL forever.
 
 Leadership: :meth:`ReplicationReader.connect` takes the slot's leader lock
 (:mod:`.leader`) on the replication connection before anything is streamed, so the
