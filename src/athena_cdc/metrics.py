@@ -115,6 +115,7 @@ class SourceStats(Protocol):
     reconnects: int
     append_failures: int
     last_commit_lag_seconds: float | None
+    leader: bool
 
 
 class _SourceCollector(Collector):
@@ -151,3 +152,11 @@ class _SourceCollector(Collector):
             if source.last_commit_lag_seconds is not None:
                 lag.add_metric([source.name], source.last_commit_lag_seconds)
         yield lag
+        leader = GaugeMetricFamily(
+            "athena_cdc_source_leader",
+            "1 while this process streams the source (leads its slot), else 0 (standby)",
+            labels=["source"],
+        )
+        for source in self.sources:
+            leader.add_metric([source.name], 1 if source.leader else 0)
+        yield leader

@@ -38,6 +38,7 @@ class StubSource:
     rows_applied = rows_skipped = rows_unroutable = transactions = 0
     reconnects = append_failures = 0
     last_commit_lag_seconds: float | None = 0.0
+    leader = True
 
 
 def _documented_metrics() -> Metrics:

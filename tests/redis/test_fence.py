@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from athena_cdc.log.base import NewEvent, SourcePosition, TravelQuery
-from athena_cdc.log.redis import RedisLog, StalePosition, position_order
+from athena_cdc.log.base import NewEvent, SourcePosition, StalePosition, TravelQuery
+from athena_cdc.log.redis import RedisLog, position_order
 from tests.conftest import flush_redis
 
 

@@ -94,6 +94,10 @@ class SourcePosition:
 
     source: str
     position: str
+    # Where the source believes the log is before this batch (compare-and-set): a shared
+    # store refuses the batch with StalePosition when its stored position is beyond it,
+    # i.e. another writer (a new leader, or a stale one) appended meanwhile. None: no check.
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,11 @@ class StoreConfigError(Exception):
 
 class StorageUnavailable(Exception):
     """The backend cannot take writes or reads right now (disk full, I/O error...)."""
+
+
+class StalePosition(StorageUnavailable):
+    """A source position not beyond the stored one, or a stored one beyond the batch's
+    ``after``: a stale writer's late append, refused whole. Retrying cannot succeed."""
 
 
 class EventLog(abc.ABC):

@@ -47,6 +47,7 @@ from athena_cdc.log.base import (
     LogStats,
     NewEvent,
     SourcePosition,
+    StalePosition,
     StorageUnavailable,
     StoreConfigError,
 )
@@ -72,10 +73,6 @@ def now_ms() -> int:
 
 class RedisConfigError(StoreConfigError):
     """The Redis server cannot give what the settings ask; the message is one line."""
-
-
-class StalePosition(StorageUnavailable):
-    """A source position not beyond the stored one: a stale writer's late append."""
 
 
 def stream_key(channel: str) -> str:
@@ -312,6 +309,7 @@ class RedisLog(EventLog):
             position.source if position else "",
             position.position if position else "",
             position_order(position.position) if position else "",
+            position_order(position.after) if position and position.after else "",
         ]
         for channel, items in by_channel.items():
             keys += [stream_key(channel), meta_key(channel)]

@@ -16,7 +16,8 @@ channel's keys share a slot):
 from __future__ import annotations
 
 # KEYS: epoch, positions, channels, then (events, meta) per channel.
-# ARGV: epoch, now_ms, maxlen, position source, position, position order, then per
+# ARGV: epoch, now_ms, maxlen, position source, position, position order, order of the
+#       position the source expects to be stored (its ``after``, or ''), then per
 #       channel: channel name, pub/sub channel, n, n payloads.
 # Returns: per channel, its first new seq and the ts given to its events.
 #
@@ -35,11 +36,15 @@ if source ~= '' then
     return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
       tostring(redis.call('HGET', KEYS[2], source)))
   end
+  if stored and ARGV[7] ~= '' and stored > ARGV[7] then
+    return redis.error_reply('STALE the stored position ' ..
+      tostring(redis.call('HGET', KEYS[2], source)) .. ' is beyond the one this batch follows')
+  end
 end
 local now = tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 local result = {}
-local a = 7
+local a = 8
 local k = 4
 while a <= #ARGV do
   local channel, partition, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])

@@ -90,6 +90,7 @@ class RemoteSourceStats:
     reconnects: int = 0
     append_failures: int = 0
     last_commit_lag_seconds: float | None = None
+    leader: bool = False
 
 
 _SOURCE_FIELDS = (
@@ -101,6 +102,7 @@ _SOURCE_FIELDS = (
     "reconnects",
     "append_failures",
     "last_commit_lag_seconds",
+    "leader",
 )
 
 
@@ -434,7 +436,7 @@ class RemoteLog(EventLog):
     ) -> list[Event]:
         if not batch:
             return []
-        where = None if position is None else (position.source, position.position)
+        where = None if position is None else (position.source, position.position, position.after)
         items = [(item.channel, item.payload) for item in batch]
         assigned = await self.link.request("append", items, where)
         build = Event.build

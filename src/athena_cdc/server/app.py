@@ -51,6 +51,7 @@ class Source(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def health(self) -> str | None: ...
+    def role(self) -> str: ...
 
 
 def make_log(settings: Settings, owner: OwnerLink | None = None) -> EventLog:
@@ -134,7 +135,8 @@ class AthenaServer:
             checks[source.name] = source.health
         if self.worker is not None and self.settings.source:  # run by the supervisor
             checks["sources"] = self.worker.link.source_health
-        ops = OpsEndpoints(self.metrics, checks, self.guard)
+        roles = {source.name: source.role for source in self.sources}
+        ops = OpsEndpoints(self.metrics, checks, self.guard, roles)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.

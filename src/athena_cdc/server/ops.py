@@ -11,14 +11,20 @@ from athena_cdc.auth.guard import Guard, Refused
 from athena_cdc.metrics import CONTENT_TYPE, Metrics
 
 HealthCheck = Callable[[], str | None]  # None when fine, else the reason
+RoleCheck = Callable[[], str]  # a source's role: "leader", "standby", ...
 
 
 class OpsEndpoints:
     def __init__(
-        self, metrics: Metrics, checks: dict[str, HealthCheck], guard: Guard | None = None
+        self,
+        metrics: Metrics,
+        checks: dict[str, HealthCheck],
+        guard: Guard | None = None,
+        roles: dict[str, RoleCheck] | None = None,
     ) -> None:
         self.metrics = metrics
         self.checks = checks
+        self.roles = roles or {}
         self.guard = guard or Guard()
 
     async def health(self, request: web.Request) -> web.Response:
@@ -26,9 +32,12 @@ class OpsEndpoints:
 
     async def ready(self, request: web.Request) -> web.Response:
         problems = {name: reason for name, check in self.checks.items() if (reason := check())}
-        if problems:
-            return _json({"status": "unavailable", "reasons": problems}, 503)
-        return _json({"status": "ready"}, 200)
+        body: dict[str, object] = (
+            {"status": "unavailable", "reasons": problems} if problems else {"status": "ready"}
+        )
+        if self.roles:  # which process streams each source (one leader across nodes)
+            body["sources"] = {name: role() for name, role in self.roles.items()}
+        return _json(body, 503 if problems else 200)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         try:

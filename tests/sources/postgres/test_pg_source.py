@@ -312,14 +312,6 @@ async def test_role_without_replication_is_a_config_error(db: Db, memlog: Memory
     assert "\n" not in str(SourceConfigError)
 
 
-async def test_slot_in_use_is_a_config_error(db: Db, memlog: MemoryLog) -> None:
-    first = db.source(memlog)
-    await first.start()
-    second = db.source(MemoryLog(), busy_grace=0.3)
-    with pytest.raises(SourceConfigError, match="in use by another process"):
-        await second.start()
-
-
 async def test_log_failure_is_retried_and_reported(db: Db) -> None:
     class FlakyLog(MemoryLog):
         failures = 3

@@ -34,3 +34,12 @@ class DecodeError(SourceError):
 
 class SourceUnavailable(SourceError):
     """PostgreSQL cannot be reached or streaming broke off; retried with backoff."""
+
+
+class SlotBusy(SourceUnavailable):
+    """START_REPLICATION answered "replication slot ... is active for PID ...": another
+    connection streams the slot. Someone else is active: wait and retry, not an error."""
+
+
+class Standby(SourceError):
+    """Another process holds the slot's leader lock: this one waits to take over."""

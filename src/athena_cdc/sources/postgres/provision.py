@@ -3,14 +3,14 @@
 Everything here runs over an ordinary (non-replication) connection in a worker
 thread. Problems that only an operator can fix become a :class:`SourceConfigError`
 whose message says what to change; problems that may go away by themselves (server
-down, slot briefly held by our own previous connection) become
-:class:`SourceUnavailable` and are retried.
+down) become :class:`SourceUnavailable` and are retried. A slot streamed by another
+connection is not a problem here: who streams it is decided by the leader lock
+(:mod:`.leader`) and START_REPLICATION (:class:`SlotBusy`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +19,12 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from athena_cdc.sources.postgres.errors import SourceConfigError, SourceError, SourceUnavailable
+from athena_cdc.sources.postgres.errors import (
+    SlotBusy,
+    SourceConfigError,
+    SourceError,
+    SourceUnavailable,
+)
 from athena_cdc.sources.postgres.values import SESSION_SETTINGS
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,7 @@ def classify(exc: BaseException, dsn: str) -> SourceError:
     message = " ".join(str(exc).split())
     code = getattr(exc, "pgcode", None)
     if code == "55006" or "is active for PID" in message:
-        return SourceUnavailable(f"{where}: {message}")
+        return SlotBusy(f"{where}: {message}")
     if code == "42501" or "must be superuser or replication role" in message:
         return SourceConfigError(
             f"{where}: {message}; give the role the REPLICATION attribute "
@@ -106,14 +111,11 @@ class Target:
 def provision(
     dsn: str,
     target: Target,
-    busy_grace: float,
     check_tables: Callable[[psycopg2.extensions.cursor], None] | None = None,
 ) -> None:
     """Check the server, create what is missing; raise :class:`SourceError` if it cannot work.
 
-    ``busy_grace``: how long to wait for the slot to be released by another
-    connection (our own previous one lingers for a moment after a crash) before
-    saying it is in use. ``check_tables`` looks at the publication's tables before
+    ``check_tables`` looks at the publication's tables before
     the slot is created, so a refusal does not leave a new slot holding WAL.
     """
     where = f"PostgreSQL {describe(dsn)}"
@@ -125,7 +127,7 @@ def provision(
             _ensure_publication(cur, where, target)
             if check_tables is not None:
                 check_tables(cur)
-            _ensure_slot(cur, where, target.slot, busy_grace)
+            _ensure_slot(cur, where, target.slot)
     except psycopg2.Error as exc:
         raise classify(exc, dsn) from None
     finally:
@@ -177,8 +179,10 @@ def _ensure_publication(cur: psycopg2.extensions.cursor, where: str, target: Tar
         )
     try:
         cur.execute(statement)
-    except psycopg2.errors.DuplicateObject:
-        return  # created concurrently (another node): fine
+    except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+        # Created concurrently by another node or worker (the loser of that race gets a
+        # unique violation on pg_publication's name index): fine.
+        return
     except psycopg2.Error as exc:
         text = statement.as_string(cur.connection)
         raise SourceConfigError(
@@ -188,39 +192,28 @@ def _ensure_publication(cur: psycopg2.extensions.cursor, where: str, target: Tar
     log.info("postgres %s: created publication %s", where, target.publication)
 
 
-def _ensure_slot(cur: psycopg2.extensions.cursor, where: str, slot: str, busy_grace: float) -> None:
-    deadline = time.monotonic() + busy_grace
-    while True:
-        cur.execute(
-            "SELECT plugin, slot_type, database, active_pid FROM pg_replication_slots "
-            "WHERE slot_name = %s",
-            (slot,),
+def _ensure_slot(cur: psycopg2.extensions.cursor, where: str, slot: str) -> None:
+    cur.execute(
+        "SELECT plugin, slot_type, database FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        _create_slot(cur, where, slot)
+        return
+    plugin, slot_type, database = row
+    if slot_type != "logical" or plugin != "pgoutput":
+        raise SourceConfigError(
+            f"{where}: slot {slot!r} exists but is a {slot_type} slot of plugin "
+            f"{plugin!r}, not pgoutput; drop it or choose another --pg-slot"
         )
-        row = cur.fetchone()
-        if row is None:
-            _create_slot(cur, where, slot)
-            return
-        plugin, slot_type, database, active_pid = row
-        if slot_type != "logical" or plugin != "pgoutput":
-            raise SourceConfigError(
-                f"{where}: slot {slot!r} exists but is a {slot_type} slot of plugin "
-                f"{plugin!r}, not pgoutput; drop it or choose another --pg-slot"
-            )
-        cur.execute("SELECT current_database()")
-        (current,) = cur.fetchone()
-        if database != current:
-            raise SourceConfigError(
-                f"{where}: slot {slot!r} belongs to database {database!r}, not {current!r}; "
-                "connect to that database or choose another --pg-slot"
-            )
-        if active_pid is None:
-            return
-        if time.monotonic() >= deadline:
-            raise SourceConfigError(
-                f"{where}: replication slot {slot!r} is in use by another process "
-                f"(pid {active_pid}); stop that consumer or choose another --pg-slot"
-            )
-        time.sleep(0.2)
+    cur.execute("SELECT current_database()")
+    (current,) = cur.fetchone()
+    if database != current:
+        raise SourceConfigError(
+            f"{where}: slot {slot!r} belongs to database {database!r}, not {current!r}; "
+            "connect to that database or choose another --pg-slot"
+        )
 
 
 def _create_slot(cur: psycopg2.extensions.cursor, where: str, slot: str) -> None:

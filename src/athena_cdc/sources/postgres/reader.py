@@ -9,9 +9,15 @@ connection must only be used by one thread. It confirms ``progress.durable_end_l
 -- set by the event loop once the log has made a transaction durable -- never what
 was merely received. Sending it every ``status_interval`` seconds, even while
 blocked on a full hand-off, keeps the server from timing the connection out
-(``wal_sender_timeout``). When everything received is durable, psycopg2 confirms the
-WAL end of the server's keepalives as well, so an idle slot (or one whose WAL is all
-about other tables) does not make the server keep WAL forever.
+(``wal_sender_timeout``); every 2 s by default, so that a ``wal_sender_timeout`` as
+low as 5 s is safe -- the setting that bounds a takeover when a leader's machine
+vanishes. When everything received is durable, psycopg2 confirms the WAL end of the
+server's keepalives as well, so an idle slot (or one whose WAL is all about other
+tables) does not make the server keep WAL forever.
+
+Leadership: :meth:`ReplicationReader.connect` takes the slot's leader lock
+(:mod:`.leader`) on the replication connection before anything is streamed, so the
+reader that runs is the one leader, and it stops being leader when its connection ends.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from athena_cdc.sources.postgres.assembler import Chunk, TransactionAssembler
+from athena_cdc.sources.postgres.errors import Standby
 from athena_cdc.sources.postgres.handoff import Handoff
+from athena_cdc.sources.postgres.leader import try_lead
 from athena_cdc.sources.postgres.provision import classify, connect, quote_ident
 
 log = logging.getLogger(__name__)
@@ -57,7 +65,7 @@ class ReplicationReader:
         handoff: Handoff,
         progress: Progress,
         feedback_interval: float = 1.0,
-        status_interval: float = 10.0,
+        status_interval: float = 2.0,
     ) -> None:
         self.dsn = dsn
         self.slot = slot
@@ -67,6 +75,7 @@ class ReplicationReader:
         self.feedback_interval = feedback_interval
         self.status_interval = status_interval
         self._stop = threading.Event()
+        self._abandon = False  # stopping without waiting for the log (what we hold is stale)
         self._conn: psycopg2.extras.LogicalReplicationConnection | None = None
         self._cursor: psycopg2.extras.ReplicationCursor | None = None
         self._last_feedback = 0.0
@@ -74,15 +83,21 @@ class ReplicationReader:
         self.system_id = ""
 
     def connect(self) -> str:
-        """Open the replication connection; return the server's system identifier."""
+        """Open the replication connection and take the slot's leader lock on it; return
+        the server's system identifier. Raises :class:`Standby` (connection closed) when
+        another process holds the lock."""
         conn = connect(self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
         try:
             cur = conn.cursor()
             cur.execute("IDENTIFY_SYSTEM")
             row = cur.fetchone()
+            leader = try_lead(cur, self.slot)
         except psycopg2.Error as exc:
             conn.close()
             raise classify(exc, self.dsn) from None
+        if not leader:
+            conn.close()
+            raise Standby(f"another process holds the leader lock of slot {self.slot!r}")
         self._conn, self._cursor = conn, cur
         self.system_id = str(row[0])
         return self.system_id
@@ -92,8 +107,10 @@ class ReplicationReader:
         if self._conn is not None:
             self._conn.close()
 
-    def stop(self) -> None:
-        """Ask ``run`` to return (from any thread)."""
+    def stop(self, abandon: bool = False) -> None:
+        """Ask ``run`` to return (from any thread). ``abandon``: what was handed over will
+        not be applied, so do not wait for it to become durable."""
+        self._abandon = self._abandon or abandon
         self._stop.set()
 
     def run(self, assembler: TransactionAssembler, started: Callable[[], None]) -> None:
@@ -169,7 +186,7 @@ class ReplicationReader:
 
     def _finish(self, cur: psycopg2.extras.ReplicationCursor, timeout: float = 5.0) -> None:
         """On stop: wait a little for the loop to make what we handed durable, confirm it."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (0 if self._abandon else timeout)
         while (
             self.progress.durable_end_lsn < self.progress.handed_end_lsn
             and time.monotonic() < deadline
