@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients_js.conftest import JsClient, publish_to, start_js_client
+from tests.clients_js._support import JsClient, publish_to, start_js_client
 from tests.protocol._support import event, metric
 from tests.support.servers import ServerProcess, http_url, running_server, ws_url
 
@@ -90,7 +90,7 @@ async def test_a_client_closed_with_4008_resumes_from_its_last_seq(
         # A reader that stops reading: the server queues for it until the limit, then closes.
         client.proc.send_signal(signal.SIGSTOP)
         try:
-            for start in range(0, total, 50):
+            for _ in range(0, total, 50):
                 await publish_to(http_url(srv, ""), [event("feed", payload)] * 50)
             deadline = time.monotonic() + 20
             while await metric(srv, "athena_cdc_slow_consumer_closes_total") < 1:

@@ -376,6 +376,7 @@ export class AthenaClient extends Emitter {
     conn.hello = true;
     clearTimeout(this.#helloTimer);
     conn.epoch = typeof hello.epoch === "string" ? hello.epoch : null;
+    this.emit("connect", { epoch: conn.epoch, expiresAtMs: hello.expires_at_ms ?? null });
     if (!this.#channels.has(this.#client)) {
       // The server subscribes every connection to its client name's channel; nobody
       // asked for it here, so do not let its traffic count toward the slow-consumer limit.
@@ -389,7 +390,6 @@ export class AthenaClient extends Emitter {
     if (this.#heartbeatMs > 0) {
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(conn), this.#heartbeatMs);
     }
-    this.emit("connect", { epoch: conn.epoch, expiresAtMs: hello.expires_at_ms ?? null });
     this.#updateState();
   }
 
