@@ -37,10 +37,14 @@ client.on("event", (event) => {
   count += 1;
   print({ type: "event", ...event });
 });
-for (const type of ["gap", "reset", "connect", "disconnect", "error"]) {
+for (const type of ["gap", "reset", "error"]) {
   client.on(type, (value) => print({ type, ...value }));
 }
-client.on("state", (state) => print({ type: "state", state, count }));
+// Connections and states carry the time (ms), for measuring how long a resume takes.
+for (const type of ["connect", "disconnect"]) {
+  client.on(type, (value) => print({ type, ...value, atMs: Date.now() }));
+}
+client.on("state", (state) => print({ type: "state", state, count, atMs: Date.now() }));
 
 for (const { channel, ...rest } of config.subscribe ?? []) {
   client.subscribe(channel, rest).then(
