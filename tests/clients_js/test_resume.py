@@ -106,3 +106,28 @@ async def test_a_client_closed_with_4008_resumes_from_its_last_seq(
     assert [ln["code"] for ln in disconnects] == [4008], disconnects
     assert "since_seq" in disconnects[0]["reason"]
     assert len(client.of_type("connect")) == 2
+
+
+async def test_many_channels_resume_under_a_low_server_rate_limit_without_loss(
+    node: str, js_clients: list[JsClient]
+) -> None:
+    # 60 channels: a subscribe and a travel each, more than the server's burst of 100.
+    channels = [f"c{n}" for n in range(60)]
+    async with running_server(store="memory", client_rate_limit=10) as srv:
+        await publish_to(http_url(srv, ""), [event(name, 1) for name in channels] * 2)
+        client = await start_js_client(
+            node,
+            url=ws_url(srv),
+            client="many",
+            subscribe=[{"channel": name, "sinceSeq": 0} for name in channels],
+        )
+        js_clients.append(client)
+        await client.next(lambda line: line["type"] == "state" and line["state"] == "live", 30)
+        await publish_to(http_url(srv, ""), [event(name, 3) for name in channels])
+        await client.wait_for_seqs({name: 3 for name in channels})
+        await client.close()
+
+    for name in channels:
+        assert client.seqs(name) == [1, 2, 3], name
+    assert client.of_type("disconnect") == [], "rate_limited is handled on the connection"
+    assert len(client.of_type("subscribed")) == len(channels)

@@ -14,6 +14,7 @@
 
 import { Backoff } from "./backoff.js";
 import { Emitter } from "./emitter.js";
+import { Pacer } from "./pacer.js";
 import { defaultCredentials, openSocket, webSocketClass } from "./transport.js";
 
 export const CloseCode = Object.freeze({
@@ -57,6 +58,8 @@ class Channel {
     this.held = new Map(); // seq -> data, events that arrived ahead of seq + 1
     this.waiters = []; // subscribe() promises, settled when first live (or refused)
     this.everLive = false;
+    // Bumped by each (re)subscription: answers to an older one's travels are stale.
+    this.generation = 0;
   }
 }
 
@@ -71,10 +74,12 @@ export class AthenaClient extends Emitter {
   #heartbeatMs;
   #parse;
   #backoff;
+  #pacer;
   #channels = new Map();
   #conn = null; // the connection in use: {ws, hello, queue, epoch, lastHeard}
   #state = "connecting";
   #closed = false;
+  #started = false;
   #closedPromise = null;
   #reconnectTimer = null;
   #refreshTimer = null;
@@ -118,6 +123,7 @@ export class AthenaClient extends Emitter {
     this.#connectTimeoutMs = connectTimeoutMs;
     this.#parse = options.parse ?? JSON.parse;
     this.#backoff = new Backoff(options.backoff);
+    this.#pacer = new Pacer(options.rate);
   }
 
   // -- public API ---------------------------------------------------------------------
@@ -200,15 +206,20 @@ export class AthenaClient extends Emitter {
         resolve();
         return;
       }
-      conn.ws.onclose = () => resolve();
+      clearTimeout(conn.outboxTimer);
+      const giveUp = setTimeout(done, 2000); // never wait on a peer that does not answer
+      function done() {
+        clearTimeout(giveUp);
+        resolve();
+      }
+      conn.ws.onclose = done;
       conn.ws.onerror = () => {};
       conn.ws.onmessage = null;
       try {
         conn.ws.close(CloseCode.NORMAL);
       } catch {
-        resolve(); // still CONNECTING in some implementations
+        done(); // still CONNECTING in some implementations
       }
-      setTimeout(resolve, 2000); // never wait on a peer that does not answer
     });
     this.#setState("closed");
     return this.#closedPromise;
@@ -218,7 +229,10 @@ export class AthenaClient extends Emitter {
 
   /** Open the first connection (connect() calls this). */
   start() {
-    void this.#open();
+    if (!this.#started) {
+      this.#started = true;
+      void this.#open();
+    }
     return this;
   }
 
@@ -253,7 +267,16 @@ export class AthenaClient extends Emitter {
       this.#scheduleReconnect();
       return;
     }
-    const conn = { ws, hello: false, queue: [], epoch: null, lastHeard: Date.now() };
+    // queue: requests sent and not answered yet, oldest first; outbox: waiting to be sent.
+    const conn = {
+      ws,
+      hello: false,
+      queue: [],
+      outbox: [],
+      outboxTimer: null,
+      epoch: null,
+      lastHeard: Date.now(),
+    };
     this.#conn = conn;
     // An upgrade that hangs (a proxy that never answers) must not stall us either.
     this.#helloTimer = setTimeout(() => {
@@ -280,6 +303,7 @@ export class AthenaClient extends Emitter {
 
   #onClose(conn, code, reason) {
     if (this.#conn === conn) this.#conn = null;
+    clearTimeout(conn.outboxTimer);
     this.#stopTimers();
     for (const ch of this.#channels.values()) {
       ch.live = false;
@@ -396,8 +420,9 @@ export class AthenaClient extends Emitter {
   /** Subscribe `ch` on `conn` and start its catch-up (pipelined: answers come in order). */
   #follow(conn, ch) {
     ch.live = false;
-    ch.held.clear();
-    this.#request(conn, { type: "subscribe", organization_id: ch.name }, { kind: "subscribe", ch });
+    ch.generation += 1;
+    const request = { kind: "subscribe", ch, generation: ch.generation };
+    this.#request(conn, { type: "subscribe", organization_id: ch.name }, request);
     this.#travel(conn, ch);
   }
 
@@ -407,30 +432,47 @@ export class AthenaClient extends Emitter {
       this.#request(
         conn,
         { type: "travel", organization_id: ch.name, limit: 1 },
-        { kind: "travel", ch, since: null },
+        { kind: "travel", ch, since: null, generation: ch.generation },
       );
     } else {
       this.#request(
         conn,
         { type: "travel", organization_id: ch.name, since_seq: ch.seq, limit: this.#pageSize },
-        { kind: "travel", ch, since: ch.seq },
+        { kind: "travel", ch, since: ch.seq, generation: ch.generation },
       );
     }
   }
 
+  /** Send a message (paced, in order); its answer will be matched to `request`. */
   #request(conn, message, request = { kind: message.type }) {
-    conn.queue.push(request);
-    try {
-      conn.ws.send(JSON.stringify(message));
-    } catch (error) {
-      // The socket is closing: its close handler resumes everything.
-      this.emit("error", { kind: "connection", message: String(error?.message ?? error) });
+    conn.outbox.push([message, request]);
+    if (conn.outboxTimer === null) this.#flush(conn);
+  }
+
+  #flush(conn) {
+    conn.outboxTimer = null;
+    while (conn.outbox.length > 0 && this.#conn === conn) {
+      const waitMs = this.#pacer.take();
+      if (waitMs > 0) {
+        conn.outboxTimer = setTimeout(() => this.#flush(conn), waitMs);
+        return;
+      }
+      const [message, request] = conn.outbox.shift();
+      conn.queue.push(request);
+      try {
+        conn.ws.send(JSON.stringify(message));
+      } catch (error) {
+        // The socket is closing: its close handler resumes everything.
+        this.emit("error", { kind: "connection", message: String(error?.message ?? error) });
+        return;
+      }
     }
   }
 
-  /** Whether a request's channel is still the one subscribed (not dropped meanwhile). */
+  /** Whether a request is for the channel's current subscription (not dropped or redone). */
   #current(request) {
-    return this.#channels.get(request.ch.name) === request.ch;
+    const ch = request.ch;
+    return this.#channels.get(ch.name) === ch && request.generation === ch.generation;
   }
 
   // -- events, catch-up and the merge -----------------------------------------------------
@@ -590,8 +632,17 @@ export class AthenaClient extends Emitter {
       }, RETRY_REQUEST_MS);
       return;
     }
+    if (code === "rate_limited") {
+      // Dropped unanswered: send it again, slower. A dropped subscribe redoes the whole
+      // catch-up (the travel after it may have gone through while not subscribed, so
+      // events appended meanwhile would not come live): its stale answers are ignored.
+      this.#pacer.slowDown();
+      if (request.kind === "subscribe" && this.#current(request)) this.#follow(conn, ch);
+      else if (request.kind === "travel" && this.#current(request)) this.#travel(conn, ch);
+      return;
+    }
     if (request.kind === "ping" || request.kind === "unsubscribe") return;
-    // A subscribe or travel that was dropped (rate_limited) or failed: its channel's
+    // A subscribe or travel that failed otherwise (internal_error): its channel's
     // catch-up cannot go on on this connection. A new one resumes everything.
     this.emit("error", { kind: "server", code, message: text, channel: ch?.name });
     this.#abandon(conn, 1006, `${code}: ${text}`);

@@ -34,6 +34,11 @@ export interface ConnectOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** Ping after this long without hearing from the server, drop after twice it (default 30,000; 0: off). */
   heartbeatMs?: number;
+  /**
+   * Pace of the messages sent (subscribes, travels, refreshes, pings): a burst, then so
+   * many per second (default 800, then 80/s: under the server's default 1,000 and 100/s).
+   */
+  rate?: { perSecond?: number; burst?: number };
   /** Give up on a connection attempt not answered within this (default 15,000). */
   connectTimeoutMs?: number;
   /** Parses each message (default JSON.parse); e.g. one that keeps big integers exact. */
