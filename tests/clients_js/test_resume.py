@@ -131,3 +131,68 @@ async def test_many_channels_resume_under_a_low_server_rate_limit_without_loss(
         assert client.seqs(name) == [1, 2, 3], name
     assert client.of_type("disconnect") == [], "rate_limited is handled on the connection"
     assert len(client.of_type("subscribed")) == len(channels)
+
+
+async def test_events_published_during_a_long_catch_up_come_once_in_order(
+    node: str, js_clients: list[JsClient]
+) -> None:
+    backlog, live = 20_000, 2_000
+    async with running_server(store="memory") as srv:
+        for start in range(0, backlog, 5_000):
+            await publish_to(
+                http_url(srv, ""), [event("busy", n) for n in range(start, start + 5_000)]
+            )
+        client = await start_js_client(
+            node,
+            url=ws_url(srv),
+            client="reader",
+            pageSize=500,  # forty pages: live events arrive between and during them
+            subscribe=[{"channel": "busy", "sinceSeq": 0}],
+        )
+        js_clients.append(client)
+        await client.next_type("connect")
+        for start in range(backlog, backlog + live, 50):
+            await publish_to(
+                http_url(srv, ""), [event("busy", n) for n in range(start, start + 50)]
+            )
+        await client.wait_for_seqs({"busy": backlog + live}, within=60)
+        await client.close()
+
+    assert client.seqs("busy") == list(range(1, backlog + live + 1))
+    assert [ln["payload"] for ln in client.of_type("event")] == list(range(backlog + live))
+    states = [ln["state"] for ln in client.of_type("state")]
+    assert states[:1] == ["catching_up"] and "live" in states
+
+
+async def test_a_server_that_goes_silent_is_left_and_the_client_resumes_when_it_is_back(
+    node: str, js_clients: list[JsClient], tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        ["--store", "sqlite", "--data-dir", str(tmp_path / "data")],
+        log_path=tmp_path / "server.log",
+    )
+    with server:
+        client = await start_js_client(
+            node,
+            url=server.ws,
+            client="reader",
+            heartbeatMs=300,
+            subscribe=[{"channel": "quiet", "sinceSeq": 0}],
+        )
+        js_clients.append(client)
+        await client.next_type("subscribed")
+        await publish_to(server.base, [event("quiet", 1)])
+        await client.wait_for_seqs({"quiet": 1})
+        # A frozen server: the TCP connection stays up, nothing answers, no close comes.
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            left = await client.next_type("disconnect", within=10)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        await publish_to(server.base, [event("quiet", 2)])
+        await client.wait_for_seqs({"quiet": 2})
+        await client.close()
+
+    assert left["code"] == 1006 and "nothing heard" in left["reason"]
+    assert client.seqs("quiet") == [1, 2]
