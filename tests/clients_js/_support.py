@@ -20,6 +20,7 @@ import aiohttp
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
 DRIVER = Path(__file__).resolve().parent / "follow.mjs"
+BROWSER_DRIVER = Path(__file__).resolve().parent / "browser_follow.mjs"
 
 Line = dict[str, Any]
 
@@ -115,20 +116,30 @@ async def start_js_client(node: str, transport: str = "ws", **config: Any) -> Js
     """Start follow.mjs with ``config`` (see its header); ``transport`` is a NODE_FLAGS key."""
     if transport == "browser":
         config.setdefault("credentials", "query")
+    client = await _start(node, *NODE_FLAGS[transport], str(DRIVER), json.dumps(config))
+    runtime = await client.next_type("runtime")
+    assert runtime["globalWebSocket"] == (transport != "ws"), runtime
+    return client
+
+
+async def start_browser_client(node: str, chromium: str, **config: Any) -> JsClient:
+    """The client in a page of headless Chromium (browser_follow.mjs); same lines."""
+    config["chromium"] = chromium
+    client = await _start(node, str(BROWSER_DRIVER), json.dumps(config))
+    await client.next_type("runtime", within=30)
+    return client
+
+
+async def _start(node: str, *args: str) -> JsClient:
     proc = await asyncio.create_subprocess_exec(
         node,
-        *NODE_FLAGS[transport],
-        str(DRIVER),
-        json.dumps(config),
+        *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=1 << 20,
     )
-    client = JsClient(proc)
-    runtime = await client.next_type("runtime")
-    assert runtime["globalWebSocket"] == (transport != "ws"), runtime
-    return client
+    return JsClient(proc)
 
 
 async def publish_to(base_url: str, items: list[dict[str, Any]], token: str | None = None) -> Any:

@@ -4,6 +4,7 @@ clients a test starts (helpers in _support.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,3 +48,17 @@ async def js_clients() -> AsyncIterator[list[JsClient]]:
         if client.proc.returncode is None:
             client.proc.kill()
         await client.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The machine's Chromium (Debian's package; playwright-core never downloads one):
+    ``ATHENA_CDC_CHROMIUM``, else ``chromium`` on PATH."""
+    found = os.environ.get("ATHENA_CDC_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        pytest.fail(
+            "Chromium not found for the browser test: install Debian's package "
+            "(apt-get install -y chromium) or set ATHENA_CDC_CHROMIUM",
+            pytrace=False,
+        )
+    return found
