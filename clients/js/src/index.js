@@ -1,0 +1,2 @@
+// athena-cdc-client: see README.md.
+export { AthenaClient, CloseCode, connect } from "./client.js";
