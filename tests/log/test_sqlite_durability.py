@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import websockets
 
 from athena_cdc.log.base import NewEvent, StorageUnavailable, TravelQuery
-from athena_cdc.log.sqlite import DataDirLocked, SqliteLog
+from athena_cdc.log.sqlite import WRITER_SWITCH_INTERVAL_S, DataDirLocked, SqliteLog
 from tests.support.servers import server_process
 
 
@@ -249,6 +250,19 @@ async def test_a_stash_of_pages_that_never_joins_stays_within_its_share(tmp_path
         assert log._cache.reserved == reserved
     finally:
         await log.close()
+
+
+async def test_an_open_log_has_the_loop_hand_the_gil_to_its_writer_soon(tmp_path: Path) -> None:
+    """Commits need the GIL several times; a busy loop thread must not hold it for
+    Python's default 5 ms each time. The process's setting comes back at close."""
+    before = sys.getswitchinterval()
+    log = SqliteLog(tmp_path)
+    await log.open()
+    try:
+        assert sys.getswitchinterval() <= WRITER_SWITCH_INTERVAL_S
+    finally:
+        await log.close()
+    assert sys.getswitchinterval() == before
 
 
 async def test_age_retention_applies_to_events_written_before_a_restart(

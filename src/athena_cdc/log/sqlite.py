@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -107,6 +108,14 @@ PRUNE_ROUND_ROWS = 200_000  # rows deleted per round over all channels
 # N / AGE_SWEEP_CHANNELS seconds (20 s for 100,000); an explicit prune() sweeps all.
 AGE_SWEEP_CHANNELS = 5_000
 LOAD_CHUNK = 500  # channel names per SELECT when bounds are loaded in bulk
+# How soon the busy event-loop thread hands the GIL to the writer thread, while the log
+# is open. A commit takes the GIL several times (around each sqlite call); at Python's
+# default of 5 ms, a loop that is never idle (a steady stream of publishes) made every
+# commit wait up to that long each time, and producers waiting for their 201 waited with
+# it. Measured (tenants scenario, 8 producers, 2,000 publishes/s): 869-1,000 -> 1,548-
+# 1,569 publishes/s held, p50 5.8-8.1 -> 3.9-4.3 ms. It costs nothing while no other
+# thread waits for the GIL.
+WRITER_SWITCH_INTERVAL_S = 0.0002
 
 # Share of memory_limit for per-channel state; the rest is the cache of events.
 # Loop thread: the bounds of recently used channels; writer thread: their counters.
@@ -236,6 +245,7 @@ class SqliteLog(EventLog):
         self._lock_file: IO[str] | None = None
         self.commits = 0  # number of group commits, for metrics and tests
         self._releaser = MemoryReleaser()
+        self._switch_interval: float | None = None  # the process's, while the log is open
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -257,6 +267,8 @@ class SqliteLog(EventLog):
         )
         self._pruner = asyncio.create_task(self._prune_forever(), name="sqlite-retention")
         self._releaser.start()
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, WRITER_SWITCH_INTERVAL_S))
 
     def _lock_data_dir(self) -> None:
         # Two servers appending to one file would assign the same seqs twice.
@@ -285,6 +297,9 @@ class SqliteLog(EventLog):
         return channels, events
 
     async def close(self) -> None:
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         await self._releaser.stop()
         if self._pruner is not None:
             self._pruner.cancel()
