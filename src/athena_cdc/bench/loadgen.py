@@ -173,12 +173,11 @@ class NatsSubscriber(Subscriber):
         if frame.msg_type is _CLOSE:
             super().on_ws_frame(transport, frame)
             return
-        now = time.time_ns()
-        data = (
-            self._buffer + frame.get_payload_as_bytes()
-            if self._buffer
-            else frame.get_payload_as_bytes()
-        )
+        self.feed(transport, frame.get_payload_as_bytes(), time.time_ns())
+
+    def feed(self, transport: WSTransport, chunk: bytes, now: int) -> None:
+        """Handle the NATS operations that ``chunk`` completes."""
+        data = self._buffer + chunk if self._buffer else chunk
         at, size = 0, len(data)
         while at < size:
             end = data.find(b"\r\n", at)
