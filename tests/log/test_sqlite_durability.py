@@ -231,12 +231,12 @@ async def test_a_long_travel_from_a_cursor_after_restart_fills_the_cache(tmp_pat
 async def test_a_stash_of_pages_that_never_joins_stays_within_its_share(tmp_path: Path) -> None:
     """Pages kept aside count against the cache's bytes, and a run larger than its share
     (here: a small memory limit) is not kept at all."""
-    log = SqliteLog(tmp_path, memory_limit=2 * 1024**2)
+    log = SqliteLog(tmp_path, memory_limit=3 * 1024**2)
     await log.open()
     await log.append([new("a", "x" * 100) for _ in range(5000)])
     await log.close()
 
-    log = SqliteLog(tmp_path, memory_limit=2 * 1024**2)
+    log = SqliteLog(tmp_path, memory_limit=3 * 1024**2)
     await log.open()
     try:
         log.bounds("a")  # loaded (and reserved for) before the reads

@@ -58,7 +58,7 @@ from athena_cdc.log.epoch import (
     new_epoch,
 )
 from athena_cdc.log.memory import now_ms
-from athena_cdc.log.ring import ChannelRing, RingSet
+from athena_cdc.log.ring import ChannelRing, RingSet, frame_cost
 from athena_cdc.logging_limits import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class SqliteLog(EventLog):
         self._disk_budget = memory_limit // BOUNDS_SHARE
         self._in_flight: set[str] = set()  # channels of the write under way: kept
         # Consecutive disk pages of one channel read oldest first that do not reach the
-        # cache yet: (channel, events, frame bytes); see _fill_cache.
+        # cache yet: (channel, events, their cost as the cache counts it); see _fill_cache.
         self._stash: tuple[str, list[Event], int] | None = None
         self._loop_con: sqlite3.Connection | None = None  # bounds() lookups
         # Owned by the writer thread: counters of recently appended channels, and the
@@ -711,9 +711,10 @@ class SqliteLog(EventLog):
                 older = [e for e in stash[1] if e.seq >= disk.first_seq]
                 self._cache.add_older(channel, older, disk.last_seq)
             return
-        size = sum(len(e.frame) for e in events)
+        size = sum(frame_cost(e.frame, channel) for e in events)
         if stash is not None and follows:
-            run, size = stash[1] + events, stash[2] + size
+            run, size = stash[1], stash[2] + size
+            run.extend(events)  # the stash's own list (a copy of the first page)
         else:
             run = list(events)
         fits = len(run) <= self._cache.per_channel and size <= self._cache.max_bytes // STASH_SHARE
