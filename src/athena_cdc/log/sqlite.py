@@ -122,6 +122,10 @@ WRITER_SWITCH_INTERVAL_S = 0.0002
 BOUNDS_SHARE = 8  # 1/8
 WRITER_SHARE = 16  # 1/16
 STASH_SHARE = 8  # disk pages waiting to join the cache: at most 1/8 of the cache
+# Only pages this large are kept aside: those of one long channel read page by page
+# (1,000 then 2,000 events, log/travel.py); a merge of many channels reads small pages
+# of each in turn, which would only replace one another.
+STASH_MIN_PAGE = 1_000
 # What one remembered channel costs besides its name's length (str header, ordered
 # dict slot and link, the record and its ints), measured on CPython 3.11 with margin.
 BOUNDS_ENTRY_BYTES = 384
@@ -693,8 +697,9 @@ class SqliteLog(EventLog):
 
         A travel from a cursor reads a channel oldest first, page by page, and only its
         last page reaches the cache's start: the pages before it are kept aside
-        (``_stash``, one channel's run of consecutive pages, at most what the cache
-        holds of a channel and 1/STASH_SHARE of the limit) and join the cache with it.
+        (``_stash``, one channel's run of consecutive pages of STASH_MIN_PAGE events or
+        more, at most what the cache holds of a channel and 1/STASH_SHARE of its bytes)
+        and join the cache with it.
         Without that, every repeat of a long travel went to the disk again (3x slower).
         """
         disk = self._disk.get(channel)
@@ -711,6 +716,8 @@ class SqliteLog(EventLog):
                 older = [e for e in stash[1] if e.seq >= disk.first_seq]
                 self._cache.add_older(channel, older, disk.last_seq)
             return
+        if len(events) < STASH_MIN_PAGE:
+            return  # the stash, if any, stays: it may be another channel's
         size = sum(frame_cost(e.frame, channel) for e in events)
         if stash is not None and follows:
             run, size = stash[1], stash[2] + size
