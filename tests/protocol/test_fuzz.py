@@ -22,7 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from athena_cdc.protocol import json_values as strict_json
-from athena_cdc.protocol.messages import ClientMessage, ProtocolError, parse_client_message
+from athena_cdc.protocol.messages import (
+    ClientMessage,
+    ProtocolError,
+    channel_problem,
+    parse_client_message,
+)
 from athena_cdc.sources.http_publish import PublishError, parse_events
 from tests.support.servers import http_url, running_server, ws_url
 
@@ -267,6 +272,26 @@ def test_a_body_with_18_digit_runs_only_is_read_as_plain_values() -> None:
         123456789012345678,
         "-123456789012345678",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("tenant-42 a/b", True),  # printable ASCII: the quick check in C
+        ("é", True),
+        ("a\xa0b", True),
+        ("a\x00", False),
+        ("a\x1f", False),
+        ("a\x7f", False),
+        ("é\x01", False),  # not ASCII: the character-by-character check
+        ("é\x9f", False),
+        ("é\ud800", False),
+    ],
+)
+def test_a_channel_name_with_a_control_character_is_refused_on_either_path(
+    name: str, allowed: bool
+) -> None:
+    assert (channel_problem(name) is None) is allowed
 
 
 # -- over HTTP -------------------------------------------------------------------------
