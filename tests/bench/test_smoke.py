@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from athena_cdc.bench import main
-from athena_cdc.bench.loadgen import LoadGen
+from athena_cdc.bench.loadgen import LoadGen, NatsSubscriber, Totals
 from athena_cdc.bench.procstat import cpu_seconds, rss_bytes
 from athena_cdc.bench.report import summary
 from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
@@ -93,3 +93,52 @@ def test_ratios_say_how_much_better_athena_is() -> None:
 def test_procstat_reads_this_process() -> None:
     assert cpu_seconds(os.getpid()) > 0
     assert rss_bytes(os.getpid()) > 1024 * 1024
+
+
+@pytest.mark.timeout(60)
+async def test_tenants_counts_every_client_of_every_channel(bench: Bench) -> None:
+    tenants = SCENARIOS["tenants"]
+    params = {**tenants.defaults, "channels": 12, "subscribers": 2, "producers": 3,
+              "rate": 300, "duration_s": 0.4, "warmup_s": 0.1, "timeout": 10.0}
+    [row] = await run_scenario(bench, tenants, params)
+    assert "error" not in row, row
+    assert row["published"] == 120 and row["expected"] == row["received"] == 240
+    assert row["complete"] is True and row["clients_short"] == row["clients_excess"] == 0
+    assert row["gaps"] == row["duplicates"] == 0 and row["samples"] == 240
+    assert row["server_cpu_s"] >= 0 and row["us_per_publish"] is not None
+
+
+class _Sent:
+    """Where a client's frames go: the NATS parser answers the server's PINGs."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, kind: object, data: bytes) -> None:
+        self.frames.append(data)
+
+
+async def test_the_nats_client_reads_operations_split_across_frames() -> None:
+    client = NatsSubscriber(Totals(), parse=True, name="t1")
+    sent = _Sent()
+    event = b'{"organization_id":"t1","data":{"seq":1,"ts_ms":5,"payload":{"t":1}}}'
+    second = event.replace(b'"seq":1', b'"seq":2')
+    stream = (b"INFO {}\r\nPONG\r\nMSG t1 1 %d\r\n%s\r\nPING\r\nMSG t1 1 %d\r\n%s\r\n"
+              % (len(event), event, len(second), second))
+    for at in range(0, len(stream), 7):  # any cut, even inside a payload or "\r\n"
+        client.feed(sent, stream[at : at + 7], 1_000_000)  # type: ignore[arg-type]
+    assert client.subscribed.done() and client.count == 2 and client.last_seq == 2
+    assert client.totals.gaps == client.totals.duplicates == 0
+    assert sent.frames == [b"PONG\r\n"]
+
+
+def test_tenants_judge_compares_memory_with_uws_and_sqlite_with_memory() -> None:
+    row = {"p99_ms": 1.5, "p50_ms": 0.5, "complete": True, "publish_rate": 2000.0}
+    rows = [{"server": "athena/memory", **row, "server_cpu_s": 1.0},
+            {"server": "athena/sqlite", **row, "server_cpu_s": 1.4},
+            {"server": "uws", **row, "server_cpu_s": 1.2}]
+    verdict = judge("tenants", rows)
+    assert verdict["pass"] is True
+    assert verdict["ratios"]["athena/memory vs uws"] == pytest.approx(1.2)
+    rows[1] = {**rows[1], "server_cpu_s": 1.6}
+    assert judge("tenants", rows)["pass"] is False

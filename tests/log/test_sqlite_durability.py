@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import websockets
 
 from athena_cdc.log.base import NewEvent, StorageUnavailable, TravelQuery
-from athena_cdc.log.sqlite import DataDirLocked, SqliteLog
+from athena_cdc.log.sqlite import WRITER_SWITCH_INTERVAL_S, DataDirLocked, SqliteLog
 from tests.support.servers import server_process
 
 
@@ -201,6 +202,67 @@ async def test_a_disk_read_after_restart_fills_the_cache(tmp_path: Path) -> None
     finally:
         log._readers = ThreadPoolExecutor(1)
         await log.close()
+
+
+async def test_a_long_travel_from_a_cursor_after_restart_fills_the_cache(tmp_path: Path) -> None:
+    """Read oldest first, page by page, the pages before the last one cannot join the
+    cache on their own; they wait aside and join with it, so a repeat needs no disk."""
+    log = SqliteLog(tmp_path)
+    await log.open()
+    await log.append([new("a", i) for i in range(5000)])
+    await log.close()
+
+    log = SqliteLog(tmp_path)
+    await log.open()
+    try:
+        everything = TravelQuery(("a",), 0, None, 5000)
+        cold = [e async for page in log.travel_reader(everything).pages() for e in page]
+        assert [e.seq for e in cold] == list(range(1, 5001))
+        log._readers.shutdown()  # from now on a disk read would fail
+        warm = [e async for page in log.travel_reader(everything).pages() for e in page]
+        assert [e.frame for e in warm] == [e.frame for e in cold]
+        (event,) = await log.append([new("a", "next")])
+        assert event.seq == 5001
+    finally:
+        log._readers = ThreadPoolExecutor(1)
+        await log.close()
+
+
+async def test_a_stash_of_pages_that_never_joins_stays_within_its_share(tmp_path: Path) -> None:
+    """Pages kept aside count against the cache's bytes, and a run larger than its share
+    (here: a small memory limit) is not kept at all."""
+    log = SqliteLog(tmp_path, memory_limit=3 * 1024**2)
+    await log.open()
+    await log.append([new("a", "x" * 100) for _ in range(5000)])
+    await log.close()
+
+    log = SqliteLog(tmp_path, memory_limit=3 * 1024**2)
+    await log.open()
+    try:
+        log.bounds("a")  # loaded (and reserved for) before the reads
+        reserved = log._cache.reserved
+        await log.read_channel("a", 0, None, 1000, False)
+        assert log._stash is not None
+        assert log._cache.reserved == reserved + log._stash[2]
+        for since in range(1000, 4000, 1000):  # a run past 1/8 of the cache is dropped
+            await log.read_channel("a", since, None, 1000, False)
+        assert log._stash is None
+        assert log._cache.reserved == reserved
+    finally:
+        await log.close()
+
+
+async def test_an_open_log_has_the_loop_hand_the_gil_to_its_writer_soon(tmp_path: Path) -> None:
+    """Commits need the GIL several times; a busy loop thread must not hold it for
+    Python's default 5 ms each time. The process's setting comes back at close."""
+    before = sys.getswitchinterval()
+    log = SqliteLog(tmp_path)
+    await log.open()
+    try:
+        assert sys.getswitchinterval() <= WRITER_SWITCH_INTERVAL_S
+    finally:
+        await log.close()
+    assert sys.getswitchinterval() == before
 
 
 async def test_age_retention_applies_to_events_written_before_a_restart(

@@ -17,10 +17,17 @@ import struct
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from athena_cdc.protocol.messages import ClientMessage, ProtocolError, parse_client_message
+from athena_cdc.protocol import json_values as strict_json
+from athena_cdc.protocol.messages import (
+    ClientMessage,
+    ProtocolError,
+    channel_problem,
+    parse_client_message,
+)
 from athena_cdc.sources.http_publish import PublishError, parse_events
 from tests.support.servers import http_url, running_server, ws_url
 
@@ -242,6 +249,49 @@ def test_integers_keep_every_digit(payload: Any) -> None:
     body = dumps_any({"organization_id": "a", "payload": payload}, False)
     [stored] = parse_events(body)
     assert canonical(strict_loads(stored.payload)) == canonical(payload)
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b"[18446744073709551616]", "18446744073709551616"),  # 2**64: 20 digits
+        (b"[-9223372036854775809]", "-9223372036854775809"),  # below -2**63: minus and 19
+        (b'{"pad":"x y","n":123456789012345678901234}', "123456789012345678901234"),
+        (b'["1234567890123456789", 99999999999999999999]', "99999999999999999999"),
+    ],
+)
+def test_a_body_with_a_run_of_19_digits_is_read_exactly(body: bytes, text: str) -> None:
+    """The quick look for long digit runs (before the regex) finds them wherever they are."""
+    found = strict_json.loads(body)
+    values = found.values() if isinstance(found, dict) else found
+    assert [v.text for v in values if isinstance(v, strict_json.BigInteger)] == [text]
+
+
+def test_a_body_with_18_digit_runs_only_is_read_as_plain_values() -> None:
+    assert strict_json.loads(b'[123456789012345678, "-123456789012345678"]') == [
+        123456789012345678,
+        "-123456789012345678",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("tenant-42 a/b", True),  # printable ASCII: the quick check in C
+        ("é", True),
+        ("a\xa0b", True),
+        ("a\x00", False),
+        ("a\x1f", False),
+        ("a\x7f", False),
+        ("é\x01", False),  # not ASCII: the character-by-character check
+        ("é\x9f", False),
+        ("é\ud800", False),
+    ],
+)
+def test_a_channel_name_with_a_control_character_is_refused_on_either_path(
+    name: str, allowed: bool
+) -> None:
+    assert (channel_problem(name) is None) is allowed
 
 
 # -- over HTTP -------------------------------------------------------------------------

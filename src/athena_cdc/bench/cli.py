@@ -16,14 +16,14 @@ from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
 from athena_cdc.bench.servers import SERVER_KINDS, repo_root
 from athena_cdc.bench.verdicts import judge
 
-ORDER = ("burst", "steady", "spread", "travel", "idle", "storm", "slow")
+ORDER = ("tenants", "burst", "steady", "spread", "travel", "idle", "storm", "slow")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="athena-cdc bench",
-        description="Benchmark athena-cdc against a Node.js ws and a naive Python "
-        "websockets server, on this machine, with the same load generator.",
+        description="Benchmark athena-cdc against uWebSockets.js, nats-server, a Node.js ws "
+        "and a naive Python websockets server, on this machine, with the same load generator.",
     )
     p.add_argument(
         "scenario",

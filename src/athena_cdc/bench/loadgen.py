@@ -11,6 +11,11 @@ rest in count mode: latency is then sampled on a tenth (say) of the connections,
 sit at random places in the server's fan-out order, and the client costs less CPU. Every
 worker reports its own CPU time so a reader can see whether the load generator, not the
 server, was the bottleneck.
+
+Clients speak athena-cdc's protocol, or, against the ``nats`` baseline, NATS's (its
+WebSocket listener: ``CONNECT`` and ``SUB <channel>``, then ``MSG`` operations whose
+payloads are the same event messages); either way each event goes through the same
+counting and checking.
 """
 
 from __future__ import annotations
@@ -63,8 +68,9 @@ class Totals:
 class Subscriber(WSListener):
     """One connection: waits for ``subscribed``, then counts (and maybe decodes) events."""
 
-    def __init__(self, totals: Totals, parse: bool) -> None:
+    def __init__(self, totals: Totals, parse: bool, name: str = "") -> None:
         super().__init__()
+        self.name = name
         self.totals = totals
         self.parse = parse
         self.subscribed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -88,35 +94,39 @@ class Subscriber(WSListener):
             if data.startswith(_STATUS_PREFIX):
                 self._on_status(data, now)
                 return
-            totals = self.totals
-            self.count += 1
-            totals.received += 1
-            if not totals.first_ns:
-                totals.first_ns = now
-            totals.last_ns = now
-            if self.travel_sent_ns and not self.travel_first_ns:
-                self.travel_first_ns = now
-            if self.parse:
-                event = orjson.loads(data)["data"]
-                seq = event["seq"]
-                if self.last_seq and seq != self.last_seq + 1:
-                    if seq <= self.last_seq:
-                        totals.duplicates += 1
-                    else:
-                        totals.gaps += 1
-                self.last_seq = seq
-                if totals.recording:
-                    payload = event["payload"]
-                    if type(payload) is dict and "t" in payload:
-                        totals.latencies_us.append(now // 1000 - payload["t"])
-            else:
-                self.last_frame = data
+            self.on_event(data, now)
         elif kind is _CLOSE:
             # Parsed by hand: picows' WSCloseCode enum has no member for 4008.
             body = frame.get_payload_as_bytes()
             self.close_code = int.from_bytes(body[:2], "big") if len(body) >= 2 else 1005
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
+
+    def on_event(self, data: bytes, now: int) -> None:
+        """Count one event message (and, in parse mode, check its seq and time it)."""
+        totals = self.totals
+        self.count += 1
+        totals.received += 1
+        if not totals.first_ns:
+            totals.first_ns = now
+        totals.last_ns = now
+        if self.travel_sent_ns and not self.travel_first_ns:
+            self.travel_first_ns = now
+        if self.parse:
+            event = orjson.loads(data)["data"]
+            seq = event["seq"]
+            if self.last_seq and seq != self.last_seq + 1:
+                if seq <= self.last_seq:
+                    totals.duplicates += 1
+                else:
+                    totals.gaps += 1
+            self.last_seq = seq
+            if totals.recording:
+                payload = event["payload"]
+                if type(payload) is dict and "t" in payload:
+                    totals.latencies_us.append(now // 1000 - payload["t"])
+        else:
+            self.last_frame = data
 
     def _on_status(self, data: bytes, now: int) -> None:
         if not self.subscribed.done():
@@ -138,6 +148,64 @@ class Subscriber(WSListener):
         return seq
 
 
+class NatsSubscriber(Subscriber):
+    """A client of the ``nats`` baseline: NATS's text protocol inside WebSocket frames.
+
+    Subscribes to the subject named after its channel; a ``PONG`` to the ``PING`` sent
+    after ``SUB`` means the server has the subscription (the ``subscribed`` of the
+    athena-cdc protocol). Each ``MSG`` payload is an event message. Operations may span
+    frames, so bytes are buffered until an operation is whole.
+    """
+
+    def __init__(self, totals: Totals, parse: bool, name: str = "") -> None:
+        super().__init__(totals, parse, name)
+        self._buffer = b""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        transport.send(
+            WSMsgType.BINARY,
+            b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+            b"SUB " + self.name.encode() + b" 1\r\nPING\r\n",
+        )
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is _CLOSE:
+            super().on_ws_frame(transport, frame)
+            return
+        self.feed(transport, frame.get_payload_as_bytes(), time.time_ns())
+
+    def feed(self, transport: WSTransport, chunk: bytes, now: int) -> None:
+        """Handle the NATS operations that ``chunk`` completes."""
+        data = self._buffer + chunk if self._buffer else chunk
+        at, size = 0, len(data)
+        while at < size:
+            end = data.find(b"\r\n", at)
+            if end < 0:
+                break
+            if data.startswith(b"MSG ", at):
+                length = int(data[data.rfind(b" ", at, end) + 1 : end])
+                start = end + 2
+                if start + length + 2 > size:
+                    break  # the payload is in a later frame
+                self.on_event(data[start : start + length], now)
+                at = start + length + 2
+                continue
+            if data.startswith(b"PING", at):
+                transport.send(WSMsgType.BINARY, b"PONG\r\n")
+            elif data.startswith(b"PONG", at) and not self.subscribed.done():
+                self.subscribed.set_result(now)
+            elif data.startswith(b"-ERR", at) and not self.subscribed.done():
+                self.subscribed.set_exception(
+                    ConnectionError(data[at:end].decode(errors="replace"))
+                )
+            at = end + 2
+        self._buffer = data[at:]
+
+
+PROTOCOLS: dict[str, type[Subscriber]] = {"athena": Subscriber, "nats": NatsSubscriber}
+
+
 class Worker:
     """The connections of one worker process and the commands it answers."""
 
@@ -154,8 +222,10 @@ class Worker:
         start_at_ns: int = 0,
         concurrency: int = 500,
         handshake_s: float = 60.0,
+        protocol: str = "athena",
     ) -> Reply:
         """Open one connection per name; report how long each took to be subscribed."""
+        client_type = PROTOCOLS[protocol]
         if start_at_ns:
             await asyncio.sleep(max(0.0, (start_at_ns - time.time_ns()) / 1e9))
         begin = start_at_ns or time.time_ns()
@@ -168,7 +238,7 @@ class Worker:
             async with gate:
                 try:
                     _, client = await ws_connect(
-                        lambda: Subscriber(self.totals, parse),
+                        lambda: client_type(self.totals, parse, name),
                         url,
                         extra_headers={"X-Athena-Client": name, **bench_auth.headers()},
                         websocket_handshake_timeout=handshake_s,
@@ -207,9 +277,17 @@ class Worker:
             await asyncio.sleep(0.002)
         return {"reached": self.totals.received >= expected, "received": self.totals.received}
 
-    async def cmd_stats(self) -> Reply:
+    async def cmd_stats(self, expected: dict[str, int] | None = None) -> Reply:
+        """What was received since ``reset``; with ``expected`` (events per channel
+        name), also how many clients got fewer or more than their channel's count."""
         totals = self.totals
         counts = [c.count for c in self.clients] or [0]
+        short = excess = 0
+        if expected is not None:
+            for client in self.clients:
+                want = expected.get(client.name, 0)
+                short += client.count < want
+                excess += client.count > want
         closes: dict[int, int] = {}
         for client in self.clients:
             if client.close_code is not None:
@@ -224,6 +302,8 @@ class Worker:
             "last_ns": totals.last_ns,
             "min_count": min(counts),
             "max_count": max(counts),
+            "clients_short": short,
+            "clients_excess": excess,
             "min_last_seq": min(seqs),
             "max_last_seq": max(seqs),
             "closes": closes,
@@ -334,6 +414,7 @@ class LoadGen:
         parse_every: int = 1,
         at_once: bool = False,
         handshake_s: float = 60.0,
+        protocol: str = "athena",
     ) -> Reply:
         """Connect one client per name, spread round-robin over the workers.
 
@@ -352,6 +433,7 @@ class LoadGen:
             start_at_ns=start,
             concurrency=max(1, len(names)) if at_once else 500,
             handshake_s=handshake_s,
+            protocol=protocol,
         )
         delays = sorted(d for r in replies for d in r["subscribed_ms"])
         return {
@@ -373,8 +455,8 @@ class LoadGen:
         """Events each worker should receive, given events published per channel name."""
         return [sum(per_name.get(name, 0) for name in share) for share in self.assigned]
 
-    async def stats(self) -> Reply:
-        replies = await self._all("stats")
+    async def stats(self, expected: dict[str, int] | None = None) -> Reply:
+        replies = await self._all("stats", expected=expected)
         closes: dict[int, int] = {}
         for reply in replies:
             for code, count in reply["closes"].items():
@@ -392,6 +474,8 @@ class LoadGen:
             "last_ns": max(r["last_ns"] for r in replies),
             "min_count": min(r["min_count"] for r in replies),
             "max_count": max(r["max_count"] for r in replies),
+            "clients_short": sum(r["clients_short"] for r in replies),
+            "clients_excess": sum(r["clients_excess"] for r in replies),
             "min_last_seq": min(r["min_last_seq"] for r in replies),
             "max_last_seq": max(r["max_last_seq"] for r in replies),
             "closes": closes,

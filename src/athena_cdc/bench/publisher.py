@@ -10,6 +10,13 @@ big-integer JSON decoder, which typical payloads never hit.
 Paced publishing sends, every ``interval`` seconds, one POST with all events due by then
 (a JSON array), so a rate of 200/s with a 5 ms interval is one event per POST and 5,000/s
 is ~25 events per POST. If a POST takes longer than the interval the next one catches up.
+:func:`publish_producers` instead runs several producers side by side, each publishing
+one event per request on its own schedule (the many-tenants shape).
+
+The ``nats`` baseline has no ``POST /events``: :class:`NatsPublisher` publishes over NATS's
+TCP protocol (``PUB`` per event, then ``PING``; the ``PONG`` means the server has handled
+them, which stands for the 201), and since core NATS assigns no seq, it assigns seq and
+ts itself, per channel, from counters shared by every publisher of the run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
@@ -114,6 +122,69 @@ class Publisher:
             self._writer = None
 
 
+class NatsPublisher:
+    """One NATS client connection (TCP) that publishes events as the others' POSTs do."""
+
+    def __init__(self, host: str, port: int, seqs: dict[str, int]) -> None:
+        self.host = host
+        self.port = port
+        self._seqs = seqs  # channel -> last seq, shared by the run's publishers
+        self._last_ts: dict[str, int] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=64 * 1024**2
+        )
+        await self._reader.readuntil(b"\r\n")  # INFO
+        self._writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+
+    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+        if self._writer is None:
+            await self.connect()
+        assert self._reader is not None and self._writer is not None
+        parts: list[bytes] = []
+        acks: list[dict[str, object]] = []
+        now = time.time_ns() // 1_000_000
+        for event in events:
+            channel = str(event["organization_id"])
+            seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
+            ts = max(now, self._last_ts.get(channel, 0))
+            self._last_ts[channel] = ts
+            message = orjson.dumps(
+                {
+                    "organization_id": channel,
+                    "data": {"seq": seq, "ts_ms": ts, "payload": event["payload"]},
+                }
+            )
+            parts.append(b"PUB %s %d\r\n%s\r\n" % (channel.encode(), len(message), message))
+            acks.append({"organization_id": channel, "seq": seq, "ts_ms": ts})
+        parts.append(b"PING\r\n")
+        self._writer.write(b"".join(parts))
+        while True:
+            line = await self._reader.readuntil(b"\r\n")
+            if line.startswith(b"PONG"):
+                return acks
+            if line.startswith(b"PING"):
+                self._writer.write(b"PONG\r\n")
+            elif line.startswith(b"-ERR"):
+                raise HttpError(f"nats answered {line.decode(errors='replace').strip()}")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class EventPublisher(Protocol):
+    """What the scenarios publish with: :class:`Publisher` or :class:`NatsPublisher`."""
+
+    async def connect(self) -> None: ...
+    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]: ...
+    async def close(self) -> None: ...
+
+
 @dataclass
 class PublishReport:
     """What a paced run published."""
@@ -130,7 +201,7 @@ class PublishReport:
 
 
 async def publish_paced(
-    publisher: Publisher,
+    publisher: EventPublisher,
     rate: float,
     duration: float,
     pick_channel: Callable[[], str],
@@ -166,3 +237,56 @@ async def publish_paced(
 def random_picker(channels: Sequence[str], seed: int = 1) -> Callable[[], str]:
     chooser = random.Random(seed)
     return lambda: chooser.choice(channels)
+
+
+async def publish_producers(
+    publishers: Sequence[EventPublisher],
+    channel_sets: Sequence[Sequence[str]],
+    rate: float,
+    events: int,
+    pad: int,
+    say: Callable[[str], None] | None = None,
+) -> PublishReport:
+    """``events`` single-event publishes at ``rate`` in all, shared by the producers.
+
+    Producer ``k`` publishes to ``channel_sets[k]`` (each tenant has one writer, so a
+    channel's events leave in order), one event per request, every
+    ``len(publishers) / rate`` seconds; a producer that falls behind sends its next
+    event as soon as the previous one is answered (never two in one request), so a
+    server that cannot keep up shows as a longer run (``report.rate`` below ``rate``).
+    """
+    report = PublishReport()
+    count = len(publishers)
+    interval = count / rate
+    start = time.monotonic()
+    shares = [events // count + (1 if k < events % count else 0) for k in range(count)]
+
+    async def produce(k: int) -> None:
+        pick = random_picker(channel_sets[k], seed=k + 1)
+        first = start + k * interval / count  # spread the producers over one interval
+        for i in range(shares[k]):
+            delay = first + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            channel = pick()
+            report.per_channel[channel] = report.per_channel.get(channel, 0) + 1
+            sent = time.monotonic()
+            await publishers[k].publish([{"organization_id": channel, "payload": payload(pad)}])
+            report.post_ms.append((time.monotonic() - sent) * 1000)
+            report.events += 1
+            report.posts += 1
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if say is not None:
+                elapsed = time.monotonic() - start
+                say(f"  {elapsed:4.1f} s: {report.events:,} of {events:,} published")
+
+    ticker = asyncio.create_task(progress())
+    try:
+        await asyncio.gather(*(produce(k) for k in range(count)))
+    finally:
+        ticker.cancel()
+    report.seconds = time.monotonic() - start
+    return report

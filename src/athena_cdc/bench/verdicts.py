@@ -13,8 +13,11 @@ from typing import Any
 
 Row = dict[str, Any]
 
+BASELINES = ("uws", "nats", "node", "python")
+
 # scenario -> (primary figure, higher is better)
 PRIMARY: dict[str, tuple[str, bool]] = {
+    "tenants": ("server_cpu_s", False),
     "burst": ("msgs_per_cpu_s", True),
     "steady": ("p99_ms", False),
     "spread": ("p99_ms", False),
@@ -42,7 +45,7 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
         if str(r.get("server", "")).startswith("athena") and isinstance(r.get(figure), int | float)
     ]
     for athena in athenas:
-        for base in ("node", "python"):
+        for base in BASELINES:
             other = _row(rows, base)
             if other is None or not isinstance(other.get(figure), int | float):
                 continue
@@ -53,6 +56,31 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
                 mine / theirs if higher_better else theirs / mine
             )
     return found
+
+
+def _tenants(rows: list[Row]) -> tuple[bool | None, str]:
+    memory, sqlite, uws = (
+        _row(rows, "athena/memory"),
+        _row(rows, "athena/sqlite"),
+        _row(rows, "uws"),
+    )
+    if memory is None:
+        return None, "no athena/memory row"
+    parts = [f"memory p99 {memory['p99_ms']:.2f} ms (<= 2)"]
+    ok = memory["p99_ms"] <= 2 and bool(memory["complete"])
+    if uws is not None:
+        ratio = memory["server_cpu_s"] / uws["server_cpu_s"]
+        ok &= ratio <= 1
+        parts.append(f"memory CPU {ratio:.2f}x uws (<= 1)")
+    if sqlite is not None:
+        ratio = sqlite["server_cpu_s"] / memory["server_cpu_s"]
+        held = sqlite["publish_rate"] / (memory["publish_rate"] or 1)
+        ok &= ratio <= 1.5 and held >= 0.97 and sqlite["p99_ms"] <= 5 and bool(sqlite["complete"])
+        parts.append(
+            f"sqlite CPU {ratio:.2f}x memory (<= 1.5), rate {sqlite['publish_rate']:.0f}/s, "
+            f"p99 {sqlite['p99_ms']:.2f} ms (<= 5)"
+        )
+    return ok, ", ".join(parts)
 
 
 def _burst(rows: list[Row]) -> tuple[bool | None, str]:
@@ -130,6 +158,7 @@ def _slow(rows: list[Row]) -> tuple[bool | None, str]:
 
 
 JUDGES: dict[str, Callable[[list[Row]], tuple[bool | None, str]]] = {
+    "tenants": _tenants,
     "burst": _burst,
     "steady": _steady,
     "spread": _spread,

@@ -31,6 +31,11 @@ _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 _LONG_NUMBER_BYTES = re.compile(rb"\d{20}|-\d{19}")
 _LONG_NUMBER_TEXT = re.compile(r"\d{20}|-\d{19}")
+# Both patterns need 19 digits in a row. Mapping every digit to b"0" and looking for 19
+# of them is two C loops (~0.3 us for a 250-byte body, against ~8 us for the regex scan,
+# which then runs only on the rare body that has such a run).
+_DIGITS_AS_ZERO = bytes(ord("0") if b in b"0123456789" else ord(".") for b in range(256))
+_NINETEEN_DIGITS = b"0" * 19
 
 
 class JsonError(ValueError):
@@ -66,12 +71,14 @@ class BigInteger:
 
 def loads(data: bytes | str) -> Any:
     """Parse strict JSON; integers beyond orjson's range come back as :class:`BigInteger`."""
-    long_number = (
-        _LONG_NUMBER_BYTES.search(data)
-        if isinstance(data, bytes)
-        else _LONG_NUMBER_TEXT.search(data)
-    )
-    if long_number is None:
+    if isinstance(data, bytes):
+        long_number = (
+            _NINETEEN_DIGITS in data.translate(_DIGITS_AS_ZERO)
+            and _LONG_NUMBER_BYTES.search(data) is not None
+        )
+    else:
+        long_number = _LONG_NUMBER_TEXT.search(data) is not None
+    if not long_number:
         try:
             return orjson.loads(data)  # refuses NaN, Infinity and 1e400 by itself
         except orjson.JSONDecodeError as exc:

@@ -172,6 +172,8 @@ def channel_problem(name: str) -> str | None:
         return "must not be empty"
     if len(name) > MAX_CHANNEL_LENGTH:
         return f"must be at most {MAX_CHANNEL_LENGTH} characters"
+    if name.isascii() and name.isprintable():
+        return None  # the common case, checked in C: no control character, no surrogate
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
         return "must not contain control characters"
     if any(0xD800 <= ord(c) < 0xE000 for c in name):
