@@ -415,10 +415,9 @@ class Client:
                 self._token_stale = True
             return why, quick
         finally:
-            self._session = None
+            self._session = None  # (_run reports the state, with the reason)
             for cursor in self._cursors.values():
                 cursor.disconnected()
-            self._update_state()
             await session.stop()
 
     def _refused(self, exc: InvalidStatus) -> tuple[str, bool]:
