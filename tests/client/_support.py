@@ -61,7 +61,7 @@ def publish_retrying(
         try:
             return [p.seq for p in publish(url, [(channel, x) for x in payloads], timeout=5)]
         except PublishError as exc:
-            if exc.status is not None and exc.status < 500 or time.monotonic() > deadline:
+            if (exc.status is not None and exc.status < 500) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 

@@ -96,29 +96,33 @@ async def test_where_a_subscription_starts_now_last_n_or_since_a_time() -> None:
             assert c.positions["now"].seq == 11
 
 
-async def test_a_channel_with_no_events_starts_at_seq_0_and_follows_live() -> None:
-    async with running_server(store="memory") as srv:
-        async with connect(ws_url(srv), client="me", backoff=FAST) as c:
-            await c.subscribe("empty", last=5)
-            await asyncio.wait_for(c.wait_live(), 10)
-            await publish_many(srv, "empty", ["first"])
-            [item] = await take(c, 1)
-            assert isinstance(item, Event) and (item.seq, item.payload) == (1, "first")
+async def test_a_channel_with_no_events_starts_at_seq_0_and_follows_live(
+    memory_server: AthenaServer,
+) -> None:
+    srv = memory_server
+    async with connect(ws_url(srv), client="me", backoff=FAST) as c:
+        await c.subscribe("empty", last=5)
+        await asyncio.wait_for(c.wait_live(), 10)
+        await publish_many(srv, "empty", ["first"])
+        [item] = await take(c, 1)
+        assert isinstance(item, Event) and (item.seq, item.payload) == (1, "first")
 
 
-async def test_the_own_channel_is_delivered_only_when_subscribed_and_unsubscribe_stops() -> None:
-    async with running_server(store="memory") as srv:
-        async with connect(ws_url(srv), client="me", backoff=FAST) as c:
-            await c.subscribe("other", since_seq=0)
-            await asyncio.wait_for(c.wait_live(), 10)
-            await publish(srv, [event("me", 1), event("other", 2)])
-            [item] = await take(c, 1)
-            assert isinstance(item, Event) and item.channel == "other"
-            await c.unsubscribe("other")
-            await c.subscribe("me", since_seq=0)
-            await publish(srv, [event("other", 3), event("me", 4)])
-            items = await take(c, 2)
-            assert [(i.channel, i.seq) for i in items] == [("me", 1), ("me", 2)]  # type: ignore[union-attr]
+async def test_the_own_channel_is_delivered_only_when_subscribed_and_unsubscribe_stops(
+    memory_server: AthenaServer,
+) -> None:
+    srv = memory_server
+    async with connect(ws_url(srv), client="me", backoff=FAST) as c:
+        await c.subscribe("other", since_seq=0)
+        await asyncio.wait_for(c.wait_live(), 10)
+        await publish(srv, [event("me", 1), event("other", 2)])
+        [item] = await take(c, 1)
+        assert isinstance(item, Event) and item.channel == "other"
+        await c.unsubscribe("other")
+        await c.subscribe("me", since_seq=0)
+        await publish(srv, [event("other", 3), event("me", 4)])
+        items = await take(c, 2)
+        assert [(i.channel, i.seq) for i in items] == [("me", 1), ("me", 2)]  # type: ignore[union-attr]
 
 
 async def test_payloads_come_back_exactly_big_integers_and_key_order_included() -> None:
@@ -151,7 +155,7 @@ async def test_states_go_connecting_then_live_and_connecting_again_when_the_serv
             await srv.stop()
         await asyncio.sleep(0.3)
         assert c.state is State.CONNECTING
-    assert c.state is State.CLOSED
+    assert c.state is State.CLOSED  # type: ignore[comparison-overlap]
 
 
 async def test_a_client_name_the_server_refuses_ends_the_iteration_with_refused(
