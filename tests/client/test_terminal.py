@@ -64,7 +64,8 @@ def test_tail_prints_each_event_once_in_order_across_a_kill_9_and_restart(
     published = run("publish", "orders", "-", "--url", server.ws,
                     stdin='{"n":1}\n\n2\n{"big":123456789012345678901234567890}\n')
     assert (published.returncode, published.stdout) == (0, "1\n2\n3\n"), published.stderr
-    tail = subprocess.Popen([*CLI, "tail", "orders", "--since-seq", "0", "--url", server.ws],
+    tail = subprocess.Popen([*CLI, "tail", "orders", "--since-seq", "0", "--url", server.ws,
+                             "--verbose"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = Lines(tail.stdout), Lines(tail.stderr)  # type: ignore[arg-type]

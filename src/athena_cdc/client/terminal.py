@@ -54,7 +54,8 @@ examples:
   athena-cdc tail org_42 --since 10m --json | jq .payload
   athena-cdc tail org_42 --since-seq 1200 --url wss://cdc.example.com/ws --token-file tok
 
-Connection notes (reconnecting, caught up) go to stderr. tail runs until Ctrl-C
+Connection notes (reconnecting, caught up) go to stderr when it is a terminal (or
+with --verbose); errors always do. tail runs until Ctrl-C
 (exit code 130); it exits with 1 when the server refuses the connection for good
 (bad token, forbidden client name), 2 for a bad argument.
 """
@@ -103,6 +104,8 @@ def add_commands(commands: Any) -> None:
     _connection_options(tail)
     tail.add_argument("--client", metavar="NAME",
                       help="client name (X-Athena-Client); default: the first CHANNEL")
+    tail.add_argument("-v", "--verbose", action="store_true",
+                      help="connection notes on stderr even when it is not a terminal")
     tail.set_defaults(run=run_tail)
 
     publish = commands.add_parser(
@@ -270,6 +273,12 @@ async def _tail(
 ) -> int:
     notes = sys.stderr
     client_name = args.client or args.channels[0]
+    verbose = args.verbose or notes.isatty()
+
+    def note(text: str) -> None:
+        if verbose:
+            notes.write(f"athena-cdc tail: {text}\n")
+            notes.flush()
 
     def on_state(state: State, detail: str) -> None:
         words = {
@@ -278,15 +287,14 @@ async def _tail(
             State.LIVE: "live",
             State.CLOSED: "closed",
         }[state]
-        notes.write(f"athena-cdc tail: {words}{' (' + detail + ')' if detail else ''}\n")
-        notes.flush()
+        note(f"{words}{' (' + detail + ')' if detail else ''}")
 
     try:
         client = connect(args.url, client=client_name, token=token,
                          refresh_token=token_source, on_state=on_state)
     except ValueError as exc:
         return _usage_error("tail", str(exc))
-    notes.write(f"athena-cdc tail: connecting to {args.url}\n")
+    note(f"connecting to {args.url}")
     async with client:
         for channel in dict.fromkeys(args.channels):
             await client.subscribe(channel, since_seq=args.since_seq,
