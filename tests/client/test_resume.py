@@ -27,6 +27,7 @@ from tests.client._support import (
     take_until,
     upto,
 )
+from tests.protocol.test_close import wait_until
 from tests.support.servers import ServerProcess
 
 
@@ -74,6 +75,60 @@ async def test_a_client_resumes_after_kill_9_and_restarts_with_every_seq_once_in
             assert all(isinstance(i, Event) for i in items)
             assert c.connections == 4
             assert c.position("orders") == items[-1].position == Position(newest, items[-1].epoch)  # type: ignore[union-attr]
+
+
+async def test_10_000_events_through_three_kill_9_restarts_and_4008_arrive_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """The issue's scenario: a producer publishes 10,000 events while the server is
+    SIGKILLed and restarted three times and the client, not reading for a while, is
+    closed with 4008 (a small --slow-consumer-limit)."""
+    args = ["--data-dir", str(tmp_path / "data"), "--slow-consumer-limit", "64KiB"]
+    with ServerProcess(args) as server:
+        notes: list[str] = []
+        async with connect(server.ws, client="shop", backoff=FAST, buffer=1,
+                           on_state=lambda state, detail: notes.append(detail)) as c:
+            await c.subscribe("orders", since_seq=0)
+            await asyncio.wait_for(c.wait_live(), 10)
+            produced = threading.Event()
+
+            def produce() -> None:
+                for _ in range(10_000 // 50):
+                    publish_retrying(server.base, "orders", ["x" * 1_500] * 50)
+                    time.sleep(0.005)
+                produced.set()
+
+            producer = threading.Thread(target=produce)
+            producer.start()
+            items: list[Item] = []
+            try:
+                # The application reads nothing until the server gives up on it.
+                await wait_until(
+                    "a 4008 close", lambda: any("4008" in n for n in notes) or produced.is_set(),
+                    within=60,
+                )
+
+                async def consume() -> None:
+                    async for item in c:
+                        items.append(item)
+
+                consumer = asyncio.create_task(consume())
+                for _ in range(3):
+                    connections = c.connections
+                    await wait_until("a new connection", lambda n=connections: (
+                        c.connections > n and c.state is not State.CONNECTING), within=30)
+                    await asyncio.sleep(0.3)
+                    await asyncio.to_thread(restart, server)
+            finally:
+                await asyncio.to_thread(producer.join)
+            newest = newest_seq(server.base, "orders")
+            await wait_until("every event", lambda: event_seqs(items[-1:]) == [newest], 60)
+            # the first connection, one after the 4008, one after each restart
+            await wait_until("the last reconnection", lambda: c.connections >= 5, 30)
+            consumer.cancel()
+            assert event_seqs(items) == list(range(1, newest + 1))
+            assert newest >= 10_000 and len(items) == newest
+            assert any("4008" in n for n in notes), notes
 
 
 async def test_a_new_epoch_after_a_memory_server_restart_yields_reset_then_the_new_log() -> None:
