@@ -195,3 +195,20 @@ def test_importing_the_client_imports_neither_the_server_nor_its_dependencies() 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+async def test_requests_refused_as_rate_limited_are_sent_again_until_every_channel_is_live(
+) -> None:
+    # 20 messages/s in bursts of 200: subscribing and travelling 150 channels is 300.
+    async with running_server(store="memory", client_rate_limit=20) as srv:
+        channels = [f"ch{n}" for n in range(150)]
+        await publish(srv, [event(channel, channel) for channel in channels])
+        async with connect(ws_url(srv), client="me", backoff=FAST) as c:
+            for channel in channels:
+                await c.subscribe(channel, since_seq=0)
+            items = await take(c, 150, within=60)
+            assert sorted((i.channel, i.seq) for i in items) == sorted(  # type: ignore[union-attr]
+                (channel, 1) for channel in channels
+            )
+            await asyncio.wait_for(c.wait_live(), 30)
+            assert c.connections == 1

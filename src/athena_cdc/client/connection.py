@@ -48,9 +48,9 @@ StateListener = Callable[[State, str], None]
 DEFAULT_PAGE_SIZE = 5_000  # events per catch-up travel (the server allows up to 50,000)
 DEFAULT_BUFFER = 10_000  # items received and not yet taken by the application
 MAX_IN_FLIGHT = 32  # requests sent and not yet answered
-RETRY_LATER_S = 1.0  # after rate_limited or unavailable
+RETRY_LATER_S = 1.0  # after rate_limited (the server's bucket refills) or unavailable
 # Codes that say "not now": the request is sent again after RETRY_LATER_S.
-PASSING_ERRORS = frozenset({"rate_limited", "unavailable", "internal_error"})
+PASSING_ERRORS = frozenset({"unavailable", "internal_error"})
 # HTTP answers to the upgrade that a retry cannot change (401 is handled apart).
 FINAL_STATUSES = frozenset({400, 403, 404, 405, 426})
 MAX_REFUSED_TOKENS = 3
@@ -486,6 +486,7 @@ class _Session:
         self.auth_disabled = False
         self.tasks: list[asyncio.Task[None]] = []
         self.timers: list[asyncio.TimerHandle] = []
+        self.paused_until = 0.0  # (monotonic) after rate_limited: nothing is sent before
 
     async def run(self) -> tuple[str, bool, int | None]:
         """Serve the connection until it ends: why, whether to come back soon, the close code."""
@@ -559,6 +560,10 @@ class _Session:
             await self.wake.wait()
             self.wake.clear()
             while self.ready and len(self.in_flight) < MAX_IN_FLIGHT:
+                pause = self.paused_until - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    continue
                 entry = self.ready.popleft()
                 if isinstance(entry, Cursor):
                     if owner._cursors.get(entry.channel) is not entry:
@@ -577,6 +582,17 @@ class _Session:
         self.timers.append(
             asyncio.get_running_loop().call_later(RETRY_LATER_S, self.follow, cursor)
         )
+
+    def _rate_limited(self, request: _Request) -> None:
+        """Over the server's message rate: send nothing for a while (every request
+        sent now would be refused too), then this one first."""
+        self.paused_until = time.monotonic() + RETRY_LATER_S
+        if request.cursor is not None:
+            request.cursor.failed()
+            self.ready.appendleft(request.cursor)
+        else:
+            self.ready.appendleft(request)
+        self.wake.set()
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -629,10 +645,15 @@ class _Session:
         owner = self.owner
         status = message.get("status")
         kind = request.message.get("type")
+        cursor = request.cursor
+        if status == "error" and message.get("error") == "rate_limited" and (
+            cursor is None or owner._cursors.get(cursor.channel) is cursor
+        ):
+            self._rate_limited(request)
+            return
         if kind == "refresh":
             self._on_refresh_reply(message)
             return
-        cursor = request.cursor
         if cursor is None or request.step is None:
             return  # an unsubscribe's reply
         if owner._cursors.get(cursor.channel) is not cursor:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from athena_cdc.client.connection import connect
 from athena_cdc.client.errors import ClientError
 from athena_cdc.client.items import Dropped, Event, Gap, Item, Reset, State
 from athena_cdc.client.publish import PublishError, post_events
@@ -288,6 +287,8 @@ async def _tail(
             State.CLOSED: "closed",
         }[state]
         note(f"{words}{' (' + detail + ')' if detail else ''}")
+
+    from athena_cdc.client.connection import connect  # websockets: only when tailing
 
     try:
         client = connect(args.url, client=client_name, token=token,
