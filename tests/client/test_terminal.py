@@ -152,3 +152,50 @@ def test_bad_arguments_get_one_line_and_exit_2(args: list[str], complaint: str) 
     assert complaint in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
         result.stderr
     )
+
+
+def test_tail_rereads_its_token_file_and_stays_connected_past_the_first_tokens_expiry(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    import jwt
+
+    secret = "athena-test-secret-of-at-least-32-bytes"
+
+    def token(ttl: float, **claims: object) -> str:
+        return jwt.encode({"exp": int(time.time() + ttl), **claims}, secret, algorithm="HS256")
+
+    token_file = tmp_path / "token"
+    token_file.write_text(token(3, channels=["org_42"]))
+    stop = threading.Event()
+
+    def renew() -> None:  # what a token-renewing job would do
+        while not stop.wait(0.5):
+            token_file.write_text(token(3, channels=["org_42"]))
+
+    with ServerProcess(["--store", "memory", "--jwt-secret", secret]) as server:
+        tail = subprocess.Popen([*CLI, "tail", "org_42", "--url", server.ws, "--token-file",
+                                 str(token_file), "--verbose"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        renewer = threading.Thread(target=renew)
+        renewer.start()
+        try:
+            err = Lines(tail.stderr)  # type: ignore[arg-type]
+            while "live" not in err.take(1)[0]:
+                pass
+            time.sleep(7)  # more than twice the lifetime of each token
+            publisher = run("publish", "org_42", '"still here"', "--url", server.ws,
+                            "--token", token(60, publish=["*"]))
+            assert publisher.stdout == "1\n", publisher.stderr
+            [line] = Lines(tail.stdout).take(1)  # type: ignore[arg-type]
+            assert json.loads(line)["payload"] == "still here"
+            notes: list[str | None] = []
+            while not err.queue.empty():
+                notes.append(err.queue.get())
+            assert not any("reconnecting" in (n or "") for n in notes), notes
+        finally:
+            stop.set()
+            renewer.join()
+            tail.kill()
+            tail.wait()

@@ -457,6 +457,8 @@ class Client:
             raise _CallbackFailed(f"the refresh_token callback failed: {exc!r}") from exc
         if not isinstance(result, str) or not result:
             raise _CallbackFailed(f"the refresh_token callback returned {result!r}, not a token")
+        if result == self._token and not self._token_stale:
+            return result  # the same token: it was not obtained now
         self._token = result
         self._token_obtained_ms = time.time() * 1000
         self._token_stale = False
@@ -723,10 +725,14 @@ class _Session:
             if self.refresh_failed:  # try again soon, but not in a loop
                 delay = max(min(5.0, (expires - now) / 4000), 0.5)
             await asyncio.sleep(delay)
+            in_force = owner._token
             try:
                 token = await owner._fetch_token()
             except _CallbackFailed as exc:
                 log.warning("%s", exc)
+                self.refresh_failed = True
+                continue
+            if token == in_force:  # not renewed yet (a token file, say): ask again later
                 self.refresh_failed = True
                 continue
             self.refreshed.clear()
