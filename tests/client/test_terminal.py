@@ -199,3 +199,12 @@ def test_tail_rereads_its_token_file_and_stays_connected_past_the_first_tokens_e
             renewer.join()
             tail.kill()
             tail.wait()
+
+
+def test_tail_without_the_client_extra_says_how_to_install_it() -> None:
+    code = ("import sys\nsys.modules['websockets'] = None  # as if not installed\n"
+            "from athena_cdc.cli import main\nsys.exit(main(['tail', 'x']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "pip install 'athena-cdc[client]'" in result.stderr and "Traceback" not in result.stderr

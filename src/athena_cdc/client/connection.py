@@ -556,6 +556,17 @@ class _Session:
         self.wake.set()
 
     async def _writer(self) -> None:
+        try:
+            await self._send_ready()
+        except ConnectionClosed:
+            pass  # the reader sees it too, and ends the session
+        except Exception:
+            # A bug: without its writer the connection would never catch up. Close it;
+            # the next one starts afresh.
+            log.exception("sending failed")
+            await self.ws.close(1011, "client error")
+
+    async def _send_ready(self) -> None:
         """The one task that sends: requests leave in the order they were made ready."""
         owner = self.owner
         while True:

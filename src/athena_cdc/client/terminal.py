@@ -174,8 +174,9 @@ def _since(text: str, now: Callable[[], float] = time.time) -> int:
 
 COLOURS = ("36", "35", "32", "33", "34", "96", "95", "92")  # per channel, picked by name
 DIM, YELLOW, RED = "2", "33", "31"  # SGR codes
-# C1 controls and line/paragraph separators: json.dumps(ensure_ascii=False) leaves them
-# raw, and some terminals act on them (0x9b is an escape sequence introducer).
+# C1 controls, line/paragraph separators and bidirectional-text controls:
+# json.dumps(ensure_ascii=False) leaves them raw, and terminals act on them (0x9b starts
+# an escape sequence; the bidi controls reorder what is shown). Printed as \u escapes.
 UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -206,7 +207,8 @@ class Printer:
         else:
             body = {"type": "dropped", "channel": item.channel, "reason": item.reason,
                     "message": item.message}
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        # (_safe only rewrites characters inside JSON strings, as escapes: same JSON)
+        return _safe(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
     def _pretty(self, item: Item) -> str:
         channel = self._paint(_safe(item.channel), _colour_of(item.channel))
@@ -245,6 +247,11 @@ def _safe(text: str) -> str:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    try:
+        import websockets  # noqa: F401  (the client extra; publish does without it)
+    except ModuleNotFoundError:
+        return _usage_error("tail", "needs the client extra (module 'websockets' is missing): "
+                                    "pip install 'athena-cdc[client]'")
     out = sys.stdout
     pretty = out.isatty() and not args.json
     printer = Printer(out, pretty=pretty, colour=not os.environ.get("NO_COLOR"))
