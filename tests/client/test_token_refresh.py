@@ -46,14 +46,16 @@ async def test_the_refresh_callback_keeps_one_connection_alive_past_the_first_to
 
     async def fresh() -> str:
         calls.append(time.monotonic())
-        return token(3, channels=["org_*"])
+        return token(4, channels=["org_*"])
 
-    first = token(2, channels=["org_*"])
+    # exp is in whole seconds: the first token lives 2-3 s; each is refreshed at half
+    # its lifetime, leaving a second or more of margin on a busy machine.
+    first = token(3, channels=["org_*"])
     async with connect(ws_url(server), client="org_42", token=first, refresh_token=fresh,
                        backoff=FAST) as c:
         await c.subscribe("org_42", since_seq=0)
         await asyncio.wait_for(c.wait_live(), 10)
-        await asyncio.sleep(6)  # three times the first token's lifetime
+        await asyncio.sleep(7)  # more than twice the first token's lifetime
         await produce(server, "org_42", "still here")
         [item] = await take(c, 1)
         assert isinstance(item, Event) and item.payload == "still here"
