@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import athena_cdc.client
 from athena_cdc.client import (
     Backoff,
     Event,
@@ -24,6 +27,7 @@ from athena_cdc.server.app import AthenaServer
 from tests.client._support import FAST, event_seqs, take, take_until, upto
 from tests.protocol._support import event, post_events, publish, publish_many
 from tests.support.servers import free_port, running_server, ws_url
+from tests.support.tls import self_signed_certificate
 
 
 async def test_a_retention_gap_is_yielded_as_exactly_that_gap() -> None:
@@ -212,3 +216,26 @@ async def test_requests_refused_as_rate_limited_are_sent_again_until_every_chann
             )
             await asyncio.wait_for(c.wait_live(), 30)
             assert c.connections == 1
+
+
+async def test_a_wss_server_with_a_private_ca_is_reached_with_ssl_and_cafile(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with running_server(store="memory", tls_cert=str(cert), tls_key=str(key)) as srv:
+        url = f"wss://127.0.0.1:{srv.port}/ws"
+        published = await asyncio.to_thread(
+            athena_cdc.client.publish, url, [("secure", 1)], ssl=trust
+        )
+        assert [p.seq for p in published] == [1]
+        async with connect(url, client="me", backoff=FAST, ssl=trust) as c:
+            await c.subscribe("secure", since_seq=0)
+            assert event_seqs(await take(c, 1)) == [1]
+        command = [sys.executable, "-m", "athena_cdc", "publish", "secure", "2", "--url", url]
+        untrusted = await asyncio.to_thread(subprocess.run, command, capture_output=True,
+                                            text=True, timeout=60)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        trusted = await asyncio.to_thread(subprocess.run, [*command, "--cafile", str(cert)],
+                                          capture_output=True, text=True, timeout=60)
+        assert (trusted.returncode, trusted.stdout) == (0, "2\n"), trusted.stderr

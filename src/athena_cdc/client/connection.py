@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,13 +94,15 @@ def connect(
     open_timeout: float = 10.0,
     max_size: int | None = 64 * 1024 * 1024,
     on_state: StateListener | None = None,
+    ssl: SSLContext | None = None,
 ) -> Client:
     """A client for ``url`` (``ws://host:4053/ws``), connecting as ``client``.
 
     Use it as ``async with connect(...) as c:`` (or ``c = await connect(...)`` and
     ``await c.close()``). ``token`` goes in ``Authorization: Bearer``; ``refresh_token``
     (a function, sync or async, returning a fresh token) is called before the token in
-    force expires and when reconnecting needs a new one.
+    force expires and when reconnecting needs a new one. ``ssl``: the TLS context for a
+    ``wss://`` server whose certificate the system does not trust (a private CA).
     """
     return Client(
         url,
@@ -113,6 +116,7 @@ def connect(
         open_timeout=open_timeout,
         max_size=max_size,
         on_state=on_state,
+        ssl=ssl,
     )
 
 
@@ -134,9 +138,13 @@ class Client:
         open_timeout: float = 10.0,
         max_size: int | None = 64 * 1024 * 1024,
         on_state: StateListener | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
-        if urlsplit(url).scheme not in ("ws", "wss"):
+        scheme = urlsplit(url).scheme
+        if scheme not in ("ws", "wss"):
             raise ValueError(f"url must start with ws:// or wss://, not {url!r}")
+        if ssl is not None and scheme != "wss":
+            raise ValueError("ssl is for wss:// URLs")
         if not isinstance(client, str) or not client.strip():
             raise ValueError("client must be a non-empty string (the X-Athena-Client name)")
         if not 1 <= page_size <= 50_000:
@@ -156,6 +164,7 @@ class Client:
         self._open_timeout = open_timeout
         self._max_size = max_size
         self._on_state = on_state
+        self._ssl = ssl
         self._cursors: dict[str, Cursor] = {}
         self._positions: dict[str, Position] = {}
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
@@ -394,6 +403,8 @@ class Client:
         headers = {**self._headers, "X-Athena-Client": self.client_name}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        # websockets refuses ssl=None for wss:// (it makes its own context): pass it only if set
+        tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         try:
             ws = await ws_connect(
                 self.url,
@@ -402,6 +413,7 @@ class Client:
                 max_size=self._max_size,
                 close_timeout=2,
                 compression=None,
+                **tls,
             )
         except InvalidStatus as exc:
             return self._refused(exc)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,10 +60,12 @@ def publish(
     token: str | None = None,
     key: str | None = None,
     timeout: float = 30.0,
+    ssl: SSLContext | None = None,
 ) -> list[Published]:
     """Append ``(channel, payload)`` pairs atomically; their seqs, in order.
 
-    ``token``: a JWT for ``Authorization: Bearer``; ``key``: the ``--publish-key``.
+    ``token``: a JWT for ``Authorization: Bearer``; ``key``: the ``--publish-key``;
+    ``ssl``: the TLS context for an https server with a private CA.
     """
     body = json.dumps(
         [{"organization_id": channel, "payload": payload} for channel, payload in events],
@@ -70,7 +73,7 @@ def publish(
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()
-    return post_events(url, body, token=token, key=key, timeout=timeout)
+    return post_events(url, body, token=token, key=key, timeout=timeout, ssl=ssl)
 
 
 def post_events(
@@ -80,6 +83,7 @@ def post_events(
     token: str | None = None,
     key: str | None = None,
     timeout: float = 30.0,
+    ssl: SSLContext | None = None,
 ) -> list[Published]:
     """POST a ready JSON body (one event or an array of them) to ``/events``."""
     headers = {"Content-Type": "application/json"}
@@ -89,7 +93,7 @@ def post_events(
         headers["X-Athena-Key"] = key
     request = urllib.request.Request(events_url(url), data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=ssl) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         with exc:

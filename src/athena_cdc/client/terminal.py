@@ -15,12 +15,14 @@ import json
 import os
 import queue
 import re
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
+from urllib.parse import urlsplit
 
 from athena_cdc.client.errors import ClientError
 from athena_cdc.client.items import Dropped, Event, Gap, Item, Reset, State
@@ -129,6 +131,9 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL,
                         help=f"the server's WebSocket URL (default: {DEFAULT_URL}; "
                              "publish posts to /events on the same host)")
+    parser.add_argument("--cafile", metavar="FILE", type=Path,
+                        help="trust the CA (or self-signed certificate) in this PEM file "
+                             "for wss:// and https://")
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token", metavar="JWT", help="a token, sent as Authorization: Bearer")
     token.add_argument("--token-file", metavar="FILE", type=Path,
@@ -299,8 +304,9 @@ async def _tail(
 
     try:
         client = connect(args.url, client=client_name, token=token,
-                         refresh_token=token_source, on_state=on_state)
-    except ValueError as exc:
+                         refresh_token=token_source, on_state=on_state,
+                         ssl=_tls(args) if urlsplit(args.url).scheme == "wss" else None)
+    except (ValueError, OSError) as exc:  # a bad --url, an unreadable --cafile
         return _usage_error("tail", str(exc))
     note(f"connecting to {args.url}")
     async with client:
@@ -326,6 +332,13 @@ def _token_source(args: argparse.Namespace) -> Callable[[], str] | None:
 
         return read
     return None
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A context trusting --cafile (besides the system's CAs), or None for the default."""
+    if args.cafile is None:
+        return None
+    return ssl.create_default_context(cafile=str(args.cafile))
 
 
 def _usage_error(command: str, message: str) -> int:
@@ -362,12 +375,17 @@ def run_publish(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _usage_error("publish", f"cannot read --token-file: {exc}")
     channel_json = json.dumps(args.channel, ensure_ascii=False)
+    try:
+        tls = _tls(args)
+    except OSError as exc:
+        return _usage_error("publish", f"cannot use --cafile: {exc}")
 
     def send(values: list[str]) -> None:
         body = "[" + ",".join(
             f'{{"organization_id":{channel_json},"payload":{value}}}' for value in values
         ) + "]"
-        for published in post_events(args.url, body.encode(), token=token, key=args.key):
+        for published in post_events(args.url, body.encode(), token=token, key=args.key,
+                                     ssl=tls):
             if args.json:
                 line = json.dumps({"organization_id": published.channel, "seq": published.seq,
                                    "ts_ms": published.ts_ms}, ensure_ascii=False,
