@@ -647,8 +647,8 @@ class _Session:
         owner = self.owner
         cursor = owner._cursors.get(channel)
         seq, ts_ms = data.get("seq"), data.get("ts_ms")
-        if cursor is None or not isinstance(seq, int) or not isinstance(ts_ms, int):
-            return
+        if cursor is None or type(seq) is not int or type(ts_ms) is not int:
+            return  # (type(), not isinstance: JSON true is not a seq)
         if cursor.phase is Phase.PROBING:
             head = self.in_flight[0] if self.in_flight else None
             if head is not None and head.cursor is cursor and head.step in (
