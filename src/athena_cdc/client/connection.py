@@ -169,6 +169,7 @@ class Client:
         self._positions: dict[str, Position] = {}
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._space = asyncio.Event()
+        self._markers = 0  # _Positioned entries in the queue (not items)
         self._state = State.CONNECTING
         self._live = asyncio.Event()
         self._session: _Session | None = None
@@ -277,6 +278,11 @@ class Client:
         these and subscribe with them to resume where the application left off."""
         return dict(self._positions)
 
+    @property
+    def backlog(self) -> int:
+        """Items received and not yet taken by the application (how far behind it is)."""
+        return self._queue.qsize() - self._markers
+
     def position(self, channel: str) -> Position | None:
         return self._positions.get(channel)
 
@@ -312,6 +318,7 @@ class Client:
                 self._queue.put_nowait(queued)  # every later call raises it too
                 raise queued.error
             if isinstance(queued, _Positioned):
+                self._markers -= 1
                 if queued.channel in self._cursors:
                     self._positions[queued.channel] = queued.position
                 continue
@@ -331,6 +338,8 @@ class Client:
                 self._space.clear()
                 await self._space.wait()
             self._queue.put_nowait(item)
+            if isinstance(item, _Positioned):
+                self._markers += 1
 
     def _set_state(self, state: State, detail: str = "") -> None:
         if state is self._state:

@@ -291,14 +291,21 @@ async def _tail(
             notes.write(f"athena-cdc tail: {text}\n")
             notes.flush()
 
+    live_note: list[str] = []  # "live", held until the lines before it are printed
+
     def on_state(state: State, detail: str) -> None:
+        live_note.clear()
         words = {
             State.CONNECTING: "connecting",
             State.CATCHING_UP: "connected, catching up",
             State.LIVE: "live",
             State.CLOSED: "closed",
         }[state]
-        note(f"{words}{' (' + detail + ')' if detail else ''}")
+        text = f"{words}{' (' + detail + ')' if detail else ''}"
+        if state is State.LIVE and client.backlog:
+            live_note.append(text)  # the catch-up is received, not yet printed
+        else:
+            note(text)
 
     from athena_cdc.client.connection import connect  # websockets: only when tailing
 
@@ -316,6 +323,8 @@ async def _tail(
         try:
             async for item in client:
                 printer.item(item)
+                if live_note and not client.backlog:
+                    note(live_note.pop())
         except ClientError as exc:
             sys.stderr.write(f"athena-cdc tail: error: {exc}\n")
             return EXIT_REFUSED
