@@ -2,6 +2,8 @@
 
 athena-cdc serve [options]     run the server
 athena-cdc bench <scenario>    run a benchmark scenario
+athena-cdc tail CHANNEL...     follow channels (the client, athena_cdc.client)
+athena-cdc publish CHANNEL V   publish JSON values
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a benchmark scenario (see: athena-cdc bench --help)",
         add_help=False,
     )
+    from athena_cdc.client.terminal import add_commands  # tail, publish
+
+    add_commands(commands)
     return parser
 
 
@@ -87,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _reject_unknown(parser, args.command, unknown)
+    if args.command in ("tail", "publish"):  # clients: no server settings
+        code: int = args.run(args)
+        return code
     try:
         settings = load_settings(args)
         preflight.check(settings)
