@@ -393,11 +393,13 @@ class RedisLog(EventLog):
             for event in events:
                 grouped.setdefault(event.channel, []).append(event)
         for channel, channel_events in grouped.items():
-            # A channel with no cursor here yet: another process's append of an earlier
-            # seq may still be on its way through pub/sub (the script's reply and the
-            # pub/sub message travel on different connections), so starting the cursor
-            # at our own first seq could skip it. Pub/sub brings ours too, in order.
-            if channel in self._views:
+            # A channel with no cursor here yet and subscribers here: another process's
+            # append of an earlier seq may still be on its way through pub/sub (the
+            # script's reply and the pub/sub message travel on different connections),
+            # so starting the cursor at our own first seq could skip it for them; pub/sub
+            # brings ours too, in order. With nobody listening here, our seq is as good
+            # a start as any, and delivering now keeps "acknowledged, then delivered".
+            if channel in self._views or not self.interest(channel):
                 self._deliver_if_next(channel_events)
 
     def _deliver_if_next(self, events: list[Event]) -> bool:
