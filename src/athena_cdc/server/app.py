@@ -133,7 +133,24 @@ class AthenaServer:
         app.router.add_get("/health", ops.health)
         app.router.add_get("/ready", ops.ready)
         app.router.add_get("/metrics", ops.metrics_page)
+        self._add_console(app)
         return app
+
+    def _add_console(self, app: web.Application) -> None:
+        """The ops console: its page and its read-only API (docs/console.md)."""
+        from athena_cdc.server.console import ConsolePage
+        from athena_cdc.server.ops_api import OpsApi
+
+        ConsolePage().register(app)
+        OpsApi(
+            log=self.log,
+            hub=self.hub,
+            metrics=self.metrics,
+            guard=self.guard,
+            sources=self.sources,
+            store=self.settings.store,
+            slow_consumer_limit=self.settings.slow_consumer_limit,
+        ).register(app)
 
     def _wire_metrics(self) -> None:
         m = self.metrics
