@@ -296,9 +296,7 @@ def _optional_int(request: web.Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_CURSOR:
-        raise BadParameter(
-            f'"{name}" must be an integer from 0 to {MAX_CURSOR}, not {raw[:40]!r}'
-        )
+        raise BadParameter(f'"{name}" must be an integer from 0 to {MAX_CURSOR}, not {raw[:40]!r}')
     return int(raw)
 
 
@@ -318,8 +316,6 @@ def _channel_param(request: web.Request, name: str) -> str:
 
 
 def _json(body: object, status: int) -> web.Response:
-    response = web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json"
-    )
+    response = web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -1,7 +1,7 @@
 // One channel: its numbers, a live tail (a WebSocket client of /ws) and a travel form
 // (GET /api/events, paged through has_more).
 import { api, socketUrl } from "./api.js";
-import { card, el, number, pretty, replaceRows, time } from "./format.js";
+import { ago, card, el, number, pretty, replaceRows, time } from "./format.js";
 import { Poller } from "./poller.js";
 
 const TAIL_KEEP = 200; // events shown in the tail; older ones are dropped from the page
@@ -85,7 +85,7 @@ export class ChannelView {
     this.cards.replaceChildren(
       card("channel", info.name, `epoch ${info.epoch}`),
       card("last seq", number(info.last_seq), `${number(info.retained)} retained from seq ${number(info.first_seq)}`),
-      card("last event", time(info.last_ts_ms)),
+      card("last event", ago(info.last_ts_ms), time(info.last_ts_ms)),
       card("subscribers", number(info.subscribers)),
       card("events / s", number(info.events_per_s)),
     );
