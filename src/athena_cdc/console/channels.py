@@ -1,32 +1,38 @@
-"""Channels ranked busiest first, paged, from periodic snapshots of what is in memory.
+"""Channels ranked busiest first, paged, from snapshots of what is in memory.
 
 A snapshot is one pass over the channels the log holds (:mod:`athena_cdc.console.held`)
-and the hub's subscribed ones, recording each channel's last seq. Two snapshots give
-every channel's events per second (seq difference over time), so the hot path keeps
-nothing per event for it. Snapshots are taken only when the API is called, at most one
-per :data:`MIN_SNAPSHOT_INTERVAL_S` -- and never more often than keeps their cost
-under :data:`MAX_SNAPSHOT_SHARE` of one core -- and shared by every viewer; a page is a
-``heapq.nlargest`` over the snapshot, and repeated pages of one snapshot are cached.
+and the hub's subscribed ones, recording each channel's last seq and time; two
+snapshots give every channel's events per second (seq difference over time), so the
+hot path keeps nothing per event for it. The pass and the ranking (one sort) run in a
+worker thread; the event loop only copies containers. Snapshots are taken only when
+the API is called, shared by every viewer, at most one per
+:data:`MIN_SNAPSHOT_INTERVAL_S` and never more often than keeps their cost under
+:data:`MAX_SNAPSHOT_SHARE` of one core; a page is then a binary search in the sorted
+snapshot (a search, one filtering pass per snapshot). Snapshots are dropped when
+nobody has asked for :data:`RELEASE_AFTER_S`.
 """
 
 from __future__ import annotations
 
-import heapq
+import asyncio
+import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from athena_cdc.console.cursor import decode_cursor, encode_cursor
-from athena_cdc.console.held import held_channels
+from athena_cdc.console.held import Reader, capture
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
 from athena_cdc.protocol.messages import channel_problem
 
 MIN_SNAPSHOT_INTERVAL_S = 2.0
-MAX_SNAPSHOT_SHARE = 0.02  # at most 2% of a core on snapshots while the page is open
-PAGE_CACHE_ENTRIES = 64
+MAX_SNAPSHOT_SHARE = 0.02  # of one core, on snapshots, while someone looks
+RELEASE_AFTER_S = 60.0
+SEARCHES_KEPT = 16  # filtered rankings kept per snapshot (one per search text)
 
-# Sort key of a channel, busiest first: events/s, then last event time, then name.
+# Sort key of a channel: events/s, last event time (0: unknown), name. Ascending in
+# the snapshot; pages walk it from the end (busiest first).
 RankKey = tuple[float, int, str]
 _KEY_SHAPE = (float, int, str)
 
@@ -38,19 +44,24 @@ class ChannelRow:
     last_ts_ms: int | None
     events_per_s: float | None  # None: first snapshot, or the channel is new since
 
-    def key(self) -> RankKey:
-        return (self.events_per_s or 0.0, self.last_ts_ms or 0, self.name)
-
 
 @dataclass(slots=True)
 class Snapshot:
     taken_at: float  # monotonic
     taken_at_ms: int
-    window_s: float | None  # time since the previous snapshot
-    scan_s: float
-    channels: dict[str, ChannelRow]
-    rows: list[tuple[RankKey, ChannelRow]]
-    pages: dict[tuple[str, int, str | None], ChannelPage] = field(default_factory=dict)
+    window_s: float | None  # time since the previous snapshot (None: the first)
+    build_s: float
+    seqs: dict[str, int]
+    fresh: set[str]  # channels the previous snapshot did not have: no rate yet
+    active: dict[str, float]  # events/s of the channels that had events since
+    ranking: list[RankKey]  # ascending
+    unheld: list[str]  # subscribed channels the log holds nothing of
+    searches: dict[str, list[RankKey]] = field(default_factory=dict)
+
+    def row(self, key: RankKey) -> ChannelRow:
+        rate, ts, name = key
+        rated = self.window_s is not None and name not in self.fresh
+        return ChannelRow(name, self.seqs[name], ts or None, rate if rated else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ class ChannelPage:
     known: int  # channels in the snapshot
     taken_at_ms: int
     window_s: float | None
+    snapshot_ms: float  # what the snapshot cost to take (shown, so that it is watched)
 
 
 class ChannelIndex:
@@ -70,98 +82,141 @@ class ChannelIndex:
         self._hub = hub
         self._clock = clock
         self._snapshot: Snapshot | None = None
+        self._taking: asyncio.Task[Snapshot] | None = None
+        self._release: asyncio.TimerHandle | None = None
 
-    def snapshot(self) -> Snapshot:
+    async def snapshot(self) -> Snapshot:
         """The current snapshot, taken anew if the last one is old enough."""
-        now = self._clock()
+        loop = asyncio.get_running_loop()
+        if self._release is not None:
+            self._release.cancel()
+        self._release = loop.call_later(RELEASE_AFTER_S, self._forget)
         last = self._snapshot
         if last is not None:
-            interval = max(MIN_SNAPSHOT_INTERVAL_S, last.scan_s / MAX_SNAPSHOT_SHARE)
-            if now - last.taken_at < interval:
+            interval = max(MIN_SNAPSHOT_INTERVAL_S, last.build_s / MAX_SNAPSHOT_SHARE)
+            if self._clock() - last.taken_at < interval:
                 return last
-        self._snapshot = self._take(last)
-        return self._snapshot
+        if self._taking is None:  # one at a time, shared by every request waiting
+            read = capture(self._log)
+            subscribed = list(self._hub.subscribed_channels())
+            self._taking = loop.create_task(
+                asyncio.to_thread(_build, read, subscribed, last, self._clock())
+            )
+        taking = self._taking
+        try:
+            snap = await asyncio.shield(taking)
+        finally:
+            if taking.done():
+                self._taking = None
+        if snap is not self._snapshot and snap.taken_at > (last.taken_at if last else -1.0):
+            self._add_unheld(snap)
+            self._snapshot = snap
+        return self._snapshot or snap
 
-    def _take(self, previous: Snapshot | None) -> Snapshot:
-        started = time.perf_counter()
-        now = self._clock()
-        seqs: dict[str, int] = {}
-        times: dict[str, int | None] = {}
-        for name, last_seq, last_ts in held_channels(self._log):
-            seqs[name] = last_seq
-            times[name] = last_ts
-        for name in self._hub.subscribed_channels():
-            if name not in seqs:  # subscribed, but nothing of it in memory
-                seqs[name] = self._log.bounds(name).last_seq
-                times[name] = None
-        window = None if previous is None else now - previous.taken_at
-        before = {} if previous is None else previous.channels
-        channels: dict[str, ChannelRow] = {}
-        rows: list[tuple[RankKey, ChannelRow]] = []
-        for name, seq in seqs.items():
-            rate = None
-            if window is not None and window > 0:
-                old = before.get(name)
-                if old is not None:
-                    rate = round(max(0, seq - old.last_seq) / window, 2)
-            row = channels[name] = ChannelRow(name, seq, times[name], rate)
-            rows.append((row.key(), row))
-        return Snapshot(
-            now,
-            time.time_ns() // 1_000_000,
-            None if window is None else round(window, 3),
-            time.perf_counter() - started,
-            channels,
-            rows,
-        )
+    def _add_unheld(self, snap: Snapshot) -> None:
+        """Subscribed channels of which the log holds nothing: their seq from bounds()
+        (on the loop: a backend may look it up). Usually none."""
+        for name in snap.unheld:
+            snap.seqs[name] = self._log.bounds(name).last_seq
 
-    def page(self, q: str, limit: int, cursor: str | None) -> ChannelPage:
+    def _forget(self) -> None:
+        """Nobody looked for a while: give the snapshots' memory back."""
+        self._snapshot = None
+        self._release = None
+
+    async def page(self, q: str, limit: int, cursor: str | None) -> ChannelPage:
         """Channels whose name contains ``q`` (any case), busiest first, after ``cursor``.
 
         Raises :class:`athena_cdc.console.cursor.BadCursor` for a cursor not from here.
         """
-        snap = self.snapshot()
-        cache_key = (q, limit, cursor)
-        cached = snap.pages.get(cache_key)
-        if cached is not None:
-            return cached
         after = None if cursor is None else decode_cursor(cursor, _KEY_SHAPE)
-        candidates = iter(snap.rows)
+        snap = await self.snapshot()
+        ranking = snap.ranking
         if q:
-            folded = q.casefold()
-            candidates = (item for item in candidates if folded in item[1].name.casefold())
-        if after is not None:
-            candidates = (item for item in candidates if item[0] < after)
-        top = heapq.nlargest(limit + 1, candidates, key=_first)
-        rows = [row for _, row in top[:limit]]
-        if q and cursor is None:
+            found = snap.searches.get(q)
+            if found is None:
+                found = await asyncio.to_thread(_search, ranking, q)
+                if len(snap.searches) >= SEARCHES_KEPT:
+                    snap.searches.clear()
+                snap.searches[q] = found
+            ranking = found
+        end = len(ranking) if after is None else bisect.bisect_left(ranking, after)
+        start = max(0, end - limit)
+        keys = ranking[start:end][::-1]
+        rows = [snap.row(key) for key in keys]
+        if q and after is None:
             exact = self._exact(q, snap)
             if exact is not None:
                 rows = [exact, *rows][:limit]
-        page = ChannelPage(
+        return ChannelPage(
             rows,
-            encode_cursor(top[limit - 1][0]) if len(top) > limit else None,
-            len(snap.rows),
+            encode_cursor(keys[-1]) if start > 0 else None,
+            len(snap.ranking),
             snap.taken_at_ms,
             snap.window_s,
+            round(snap.build_s * 1000, 1),
         )
-        if len(snap.pages) >= PAGE_CACHE_ENTRIES:
-            snap.pages.clear()
-        snap.pages[cache_key] = page
-        return page
 
     def _exact(self, name: str, snap: Snapshot) -> ChannelRow | None:
         """A channel named exactly ``name`` that the snapshot does not hold (the log
         keeps only recently used channels in memory; any other is found by name)."""
-        if name in snap.channels or channel_problem(name) is not None:
+        if name in snap.seqs or channel_problem(name) is not None:
             return None
         last_seq = self._log.bounds(name).last_seq
         return ChannelRow(name, last_seq, None, None) if last_seq > 0 else None
 
-    def row(self, name: str) -> ChannelRow | None:
-        """What the current snapshot says of one channel (None if it does not hold it)."""
-        return self.snapshot().channels.get(name)
+    async def rate(self, name: str) -> float | None:
+        """One channel's events/s in the current snapshot (None: not known yet)."""
+        snap = await self.snapshot()
+        if snap.window_s is None or name not in snap.seqs or name in snap.fresh:
+            return None
+        return snap.active.get(name, 0.0)
 
 
-def _first(item: tuple[RankKey, ChannelRow]) -> RankKey:
-    return item[0]
+def _build(
+    read: Reader, subscribed: Sequence[str], previous: Snapshot | None, now: float
+) -> Snapshot:
+    """Worker thread: one pass over the captured channels (rates on the way), one sort."""
+    started = time.perf_counter()
+    window = None if previous is None else now - previous.taken_at
+    if window is not None and window <= 0:
+        window = None
+    before = previous.seqs if previous is not None and window is not None else None
+    seqs: dict[str, int] = {}
+    fresh: set[str] = set()
+    active: dict[str, float] = {}
+    ranking: list[RankKey] = []
+    for name, last_seq, last_ts in read():
+        seqs[name] = last_seq
+        rate = 0.0
+        if before is not None:
+            old = before.get(name)
+            if old is None:
+                fresh.add(name)
+            elif last_seq != old and window is not None:
+                rate = active[name] = round(max(0, last_seq - old) / window, 2)
+        ranking.append((rate, last_ts or 0, name))
+    unheld = [name for name in subscribed if name not in seqs]
+    for name in unheld:
+        seqs[name] = 0  # set on the loop (see ChannelIndex._add_unheld)
+        ranking.append((0.0, 0, name))
+    # Timsort is near linear here: the backends hold channels in about the order of
+    # their last use, which is mostly the order of their last event's time.
+    ranking.sort()
+    return Snapshot(
+        now,
+        time.time_ns() // 1_000_000,
+        None if window is None else round(window, 3),
+        time.perf_counter() - started,
+        seqs,
+        fresh,
+        active,
+        ranking,
+        unheld,
+    )
+
+
+def _search(ranking: list[RankKey], q: str) -> list[RankKey]:
+    """Worker thread: the keys whose channel name contains ``q``, in any case."""
+    folded = q.casefold()
+    return [key for key in ranking if folded in key[2].casefold()]

@@ -175,7 +175,7 @@ class OpsApi:
         if len(q) > MAX_QUERY_CHARS:
             raise BadParameter(f'"q" must be at most {MAX_QUERY_CHARS} characters')
         limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        page = self.channels.page(q, limit, _cursor_param(request))
+        page = await self.channels.page(q, limit, _cursor_param(request))
         return _json(
             {
                 "channels": [self._channel_json(row) for row in page.rows],
@@ -183,6 +183,7 @@ class OpsApi:
                 "known": page.known,
                 "sampled_at_ms": page.taken_at_ms,
                 "window_s": page.window_s,
+                "snapshot_ms": page.snapshot_ms,
             },
             200,
         )
@@ -201,7 +202,7 @@ class OpsApi:
         await self.log.refresh_bounds([name])
         bounds = self.log.bounds(name)
         newest = await self.log.read_channel(name, None, None, 1, True)
-        row = self.channels.row(name)
+        rate = await self.channels.rate(name)
         return _json(
             {
                 "name": name,
@@ -210,7 +211,7 @@ class OpsApi:
                 "retained": max(0, bounds.last_seq - bounds.first_seq + 1),
                 "last_ts_ms": newest[-1].ts_ms if newest else None,
                 "subscribers": self.hub.subscriber_count(name),
-                "events_per_s": None if row is None else row.events_per_s,
+                "events_per_s": rate,
                 "epoch": self.log.epoch,
             },
             200,
