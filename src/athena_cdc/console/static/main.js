@@ -1,5 +1,5 @@
 // The console: hash-routed views, each polling the ops API only while it is shown.
-import { ApiError, setToken, token } from "./api.js";
+import { ApiError, api, setToken, token } from "./api.js";
 import { ServerView } from "./server.js";
 import { ChannelsView } from "./channels.js";
 import { ChannelView } from "./channel.js";
@@ -52,6 +52,11 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   setToken(tokenInput.value.trim());
   route();
 });
+
+// The version in the header, whatever view opens first (the server view refreshes it).
+api("stats").then((stats) => {
+  document.getElementById("version").textContent = `v${stats.version}`;
+}).catch(() => {});
 
 window.addEventListener("hashchange", route);
 document.addEventListener("visibilitychange", () => {
