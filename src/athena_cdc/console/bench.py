@@ -9,7 +9,8 @@ events/s published over HTTP to 100 hot channels, each delivered to
 CPU-seconds (``/proc``, the process and its threads) with: no viewer; the console
 open in headless Chromium on its Server view (``/api/stats`` each second), on its
 Channels view (``/api/channels`` every 3 s), on a Channel view tailing the busiest
-channel (a WebSocket client, ``/api/channel`` every 2 s); and no viewer again. The
+channel (a WebSocket client, ``/api/channel`` every 2 s); a phase without a viewer
+before each of these and after the last, to compare with its neighbours. The
 viewer is the real page (Playwright and the machine's Chromium; ``--chromium PATH``);
 ``--viewer api`` makes the page's requests from here instead, for machines without a
 browser. Compare phases of one run: they share the machine's load.
@@ -228,13 +229,15 @@ async def run(args: argparse.Namespace) -> list[Phase]:
             async def idle() -> None:
                 await asyncio.sleep(args.seconds)
 
-            phases.append(await _measure("no viewer", proc.pid, traffic, args.seconds, idle))
+            # A phase without a viewer before each one with: the baseline drifts (the
+            # log grows, the machine's other load changes), so compare neighbours.
             for view in ("server", "channels", "channel/hot-000"):
+                phases.append(await _measure("no viewer", proc.pid, traffic, args.seconds, idle))
                 async with viewer(f"{base}/console#/{view}"):
                     phases.append(
                         await _measure(f"viewer: {view}", proc.pid, traffic, args.seconds, idle)
                     )
-            phases.append(await _measure("no viewer again", proc.pid, traffic, args.seconds, idle))
+            phases.append(await _measure("no viewer", proc.pid, traffic, args.seconds, idle))
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
