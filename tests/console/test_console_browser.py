@@ -209,3 +209,28 @@ def test_with_protect_ops_the_page_asks_for_a_token_and_then_shows_the_server(
         context.close()
     # The browser reports each refused request; nothing else may fail.
     assert errors and all("401" in e for e in errors), errors
+
+
+def test_a_tail_whose_server_restarts_reconnects_and_shows_what_it_missed(
+    browser: Browser, tmp_path: Path
+) -> None:
+    args = ["--store", "sqlite", "--data-dir", str(tmp_path)]
+    first = ServerProcess(args)
+    with first:
+        publish(first, [("restarts", {"n": 1})])
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{first.base}/console#/channel/restarts")
+        expect(page.locator("#tail .event[data-seq='1']")).to_be_visible()
+    expect(page.locator("#tail-status")).to_contain_text("retrying")
+    with ServerProcess(args, port=first.port) as second:
+        publish(second, [("restarts", {"n": 2}), ("restarts", {"n": 3})])
+        expect(page.locator("#tail .event[data-seq='3']")).to_be_visible(timeout=15_000)
+        expect(page.locator("#tail-status")).to_have_text("live")
+        assert page.locator("#tail .event[data-seq]").count() == 3
+        expect(page.locator("#tail .gap")).to_have_count(0)
+        context.close()
+    # Only the failed reconnection attempts while the server was down.
+    assert all("WebSocket" in e or "ERR_CONNECTION_REFUSED" in e for e in errors), errors

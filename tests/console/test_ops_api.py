@@ -124,11 +124,15 @@ def test_channel_pages_follow_their_cursor_to_the_end_without_repeats(
     assert sorted(seen) == [f"paged-{n:03}" for n in range(23)] and len(seen) == 23
 
 
-def test_one_channel_shows_its_bounds_and_last_event(memory_proc: ServerProcess) -> None:
+def test_one_channel_shows_its_bounds_last_event_and_events_per_second(memory_proc: ServerProcess) -> None:
     published = publish(memory_proc, [("one", {"n": n}) for n in range(8)])
     info = ok_json(memory_proc, "/api/channel", {"name": "one"})
     assert (info["first_seq"], info["last_seq"], info["retained"]) == (4, 8, 5)
     assert info["last_ts_ms"] == published[-1]["ts_ms"] and info["subscribers"] == 0
+    assert info["events_per_s"] is None  # its first sample
+    time.sleep(1.1)
+    publish(memory_proc, [("one", {"n": n}) for n in range(20)])
+    assert ok_json(memory_proc, "/api/channel", {"name": "one"})["events_per_s"] > 0
     never = ok_json(memory_proc, "/api/channel", {"name": "never-used"})
     assert (never["last_seq"], never["retained"], never["last_ts_ms"]) == (0, 0, None)
 

@@ -30,6 +30,8 @@ MIN_SNAPSHOT_INTERVAL_S = 2.0
 MAX_SNAPSHOT_SHARE = 0.02  # of one core, on snapshots, while someone looks
 RELEASE_AFTER_S = 60.0
 SEARCHES_KEPT = 16  # filtered rankings kept per snapshot (one per search text)
+MIN_RATE_WINDOW_S = 1.0  # one channel's rate: samples of its seq at least this far apart
+WATCHED_CHANNELS = 1024  # channels whose seq samples are kept for that
 
 # Sort key of a channel: events/s, last event time (0: unknown), name. Ascending in
 # the snapshot; pages walk it from the end (busiest first).
@@ -84,13 +86,12 @@ class ChannelIndex:
         self._snapshot: Snapshot | None = None
         self._taking: asyncio.Task[Snapshot] | None = None
         self._release: asyncio.TimerHandle | None = None
+        self._watched: dict[str, list[tuple[float, int]]] = {}
 
     async def snapshot(self) -> Snapshot:
         """The current snapshot, taken anew if the last one is old enough."""
         loop = asyncio.get_running_loop()
-        if self._release is not None:
-            self._release.cancel()
-        self._release = loop.call_later(RELEASE_AFTER_S, self._forget)
+        self._touch(loop)
         last = self._snapshot
         if last is not None:
             interval = max(MIN_SNAPSHOT_INTERVAL_S, last.build_s / MAX_SNAPSHOT_SHARE)
@@ -119,9 +120,16 @@ class ChannelIndex:
         for name in snap.unheld:
             snap.seqs[name] = self._log.bounds(name).last_seq
 
+    def _touch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Someone asked: forget everything RELEASE_AFTER_S after the last question."""
+        if self._release is not None:
+            self._release.cancel()
+        self._release = loop.call_later(RELEASE_AFTER_S, self._forget)
+
     def _forget(self) -> None:
         """Nobody looked for a while: give the snapshots' memory back."""
         self._snapshot = None
+        self._watched.clear()
         self._release = None
 
     async def page(self, q: str, limit: int, cursor: str | None) -> ChannelPage:
@@ -165,12 +173,24 @@ class ChannelIndex:
         last_seq = self._log.bounds(name).last_seq
         return ChannelRow(name, last_seq, None, None) if last_seq > 0 else None
 
-    async def rate(self, name: str) -> float | None:
-        """One channel's events/s in the current snapshot (None: not known yet)."""
-        snap = await self.snapshot()
-        if snap.window_s is None or name not in snap.seqs or name in snap.fresh:
+    def rate(self, name: str) -> float | None:
+        """One channel's events/s, from its own seq sampled when asked (at most once a
+        second): the one-channel view must not make a snapshot of every channel."""
+        self._touch(asyncio.get_running_loop())
+        now = self._clock()
+        seq = self._log.bounds(name).last_seq
+        samples = self._watched.pop(name, None)
+        if samples is None:
+            samples = [(now, seq)]
+        elif now - samples[-1][0] >= MIN_RATE_WINDOW_S:
+            samples = [samples[-1], (now, seq)]
+        self._watched[name] = samples  # most recently asked last
+        while len(self._watched) > WATCHED_CHANNELS:
+            del self._watched[next(iter(self._watched))]
+        if len(samples) < 2:
             return None
-        return snap.active.get(name, 0.0)
+        (t0, s0), (t1, s1) = samples
+        return round(max(0, s1 - s0) / (t1 - t0), 2)
 
 
 def _build(

@@ -202,7 +202,7 @@ class OpsApi:
         await self.log.refresh_bounds([name])
         bounds = self.log.bounds(name)
         newest = await self.log.read_channel(name, None, None, 1, True)
-        rate = await self.channels.rate(name)
+        rate = self.channels.rate(name)
         return _json(
             {
                 "name": name,

@@ -6,6 +6,7 @@ import { Poller } from "./poller.js";
 
 const TAIL_KEEP = 200; // events shown in the tail; older ones are dropped from the page
 const TAIL_BACKLOG = 20; // the last events shown when the tail opens (a travel)
+const RECONNECT_MS = 3000; // a tail that lost its socket tries again after this
 
 export class ChannelView {
   constructor(showError) {
@@ -16,6 +17,7 @@ export class ChannelView {
     this.buffered = [];
     this.lastSeq = null;
     this.travelParams = null;
+    this.reconnect = null;
     this.nameInput = document.getElementById("channel-name");
     this.cards = document.getElementById("channel-cards");
     this.tail = document.getElementById("tail");
@@ -112,11 +114,18 @@ export class ChannelView {
       const why = event.code === 1006
         ? "connection refused or lost (with auth on, the tail needs a token whose channels cover this channel)"
         : `closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`;
-      this.setStatus("error", why);
+      this.setStatus("error", `${why}; retrying`);
+      // Tried again while the view is open; events already shown are not shown twice.
+      this.reconnect = setTimeout(() => {
+        this.reconnect = null;
+        if (!this.socket && this.name && !document.getElementById("view-channel").hidden) this.connect();
+      }, RECONNECT_MS);
     });
   }
 
   disconnect() {
+    clearTimeout(this.reconnect);
+    this.reconnect = null;
     const socket = this.socket;
     this.socket = null;
     if (socket) socket.close(1000, "console closed the tail");
@@ -126,8 +135,12 @@ export class ChannelView {
   onMessage(data) {
     if (data.status === "subscribed") {
       this.setStatus("live", this.paused ? "paused" : "live");
-      // The last few events first; live ones follow the travel's ack, in order.
-      this.socket.send(JSON.stringify({ type: "travel", organization_id: this.name, limit: TAIL_BACKLOG }));
+      // The last few events first (after a reconnect: what was missed meanwhile); live
+      // ones follow the travel's ack, in order.
+      const travel = this.lastSeq === null
+        ? { type: "travel", organization_id: this.name, limit: TAIL_BACKLOG }
+        : { type: "travel", organization_id: this.name, since_seq: this.lastSeq, limit: TAIL_KEEP };
+      this.socket.send(JSON.stringify(travel));
       return;
     }
     if (data.status === "travel_complete") {
