@@ -124,7 +124,9 @@ def test_channel_pages_follow_their_cursor_to_the_end_without_repeats(
     assert sorted(seen) == [f"paged-{n:03}" for n in range(23)] and len(seen) == 23
 
 
-def test_one_channel_shows_its_bounds_last_event_and_events_per_second(memory_proc: ServerProcess) -> None:
+def test_one_channel_shows_its_bounds_last_event_and_events_per_second(
+    memory_proc: ServerProcess,
+) -> None:
     published = publish(memory_proc, [("one", {"n": n}) for n in range(8)])
     info = ok_json(memory_proc, "/api/channel", {"name": "one"})
     assert (info["first_seq"], info["last_seq"], info["retained"]) == (4, 8, 5)

@@ -148,7 +148,6 @@ class AthenaServer:
             metrics=self.metrics,
             guard=self.guard,
             sources=self.sources,
-            store=self.settings.store,
             slow_consumer_limit=self.settings.slow_consumer_limit,
         ).register(app)
 

@@ -57,7 +57,6 @@ class OpsApi:
         metrics: Metrics,
         guard: Guard,
         sources: Sequence[Any],
-        store: str,
         slow_consumer_limit: int,
     ) -> None:
         self.log = log
@@ -65,7 +64,6 @@ class OpsApi:
         self.metrics = metrics
         self.guard = _console_guard(guard)
         self.sources = list(sources)
-        self.store = store
         self.slow_consumer_limit = slow_consumer_limit
         self.started_at = time.time()
         self.history = CounterHistory(self._counters)
@@ -114,7 +112,6 @@ class OpsApi:
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "store": {
                     "name": self.log.name,
-                    "url": _redacted(self.store),
                     "epoch": self.log.epoch,
                     "health": self.log.health(),
                     "channels": log_stats.channels,
@@ -273,14 +270,6 @@ def _counter_total(counter: Any) -> float:
             if sample.name.endswith("_total"):
                 return float(sample.value)
     return 0.0
-
-
-def _redacted(store: str) -> str:
-    """The store's URL without a password (a Redis URL may carry one)."""
-    scheme, sep, rest = store.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return store
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
