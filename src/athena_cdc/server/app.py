@@ -27,10 +27,12 @@ from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import close_codes
+from athena_cdc.server.console import ConsolePage
 from athena_cdc.server.deadlines import Deadlines, DeadlineTCPSite
 from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
+from athena_cdc.server.ops_api import OpsApi
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
@@ -138,9 +140,6 @@ class AthenaServer:
 
     def _add_console(self, app: web.Application) -> None:
         """The ops console: its page and its read-only API (docs/console.md)."""
-        from athena_cdc.server.console import ConsolePage
-        from athena_cdc.server.ops_api import OpsApi
-
         ConsolePage().register(app)
         OpsApi(
             log=self.log,

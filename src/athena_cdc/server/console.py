@@ -1,7 +1,8 @@
 """``GET /console``: the ops console page, static files shipped in the package.
 
 The files (``athena_cdc/console/static``: plain HTML, CSS and JavaScript modules, no
-build step) are read once when the app is built and served from memory. The page
+build step) are read once, when this module is imported (with the rest of the server,
+before a start as root drops its privileges), and served from memory. The page
 holds no data, so it is served without credentials; everything it shows comes from
 the ops API (:mod:`athena_cdc.server.ops_api`) and ``/ws``, which check them.
 """
@@ -9,7 +10,6 @@ the ops API (:mod:`athena_cdc.server.ops_api`) and ``/ws``, which check them.
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 from importlib import resources
 
 from aiohttp import web
@@ -31,19 +31,36 @@ SECURITY_HEADERS = {
 }
 
 
+# The kinds of file the page is made of (not the system's mime table, which varies).
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+StaticFile = tuple[bytes, str, str]  # body, content type, ETag
+
+
+def load_static() -> dict[str, StaticFile]:
+    files: dict[str, StaticFile] = {}
+    for entry in resources.files(STATIC_PACKAGE).joinpath(STATIC_DIR).iterdir():
+        kind = CONTENT_TYPES.get("." + entry.name.rpartition(".")[2])
+        if entry.is_file() and kind is not None:
+            body = entry.read_bytes()
+            files[entry.name] = (body, kind, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
+    if "index.html" not in files:
+        raise RuntimeError(f"{STATIC_PACKAGE}/{STATIC_DIR}/index.html is not installed")
+    return files
+
+
+STATIC_FILES = load_static()
+
+
 class ConsolePage:
-    def __init__(self) -> None:
-        self.files: dict[str, tuple[bytes, str, str]] = {}
-        for entry in resources.files(STATIC_PACKAGE).joinpath(STATIC_DIR).iterdir():
-            if entry.is_file() and not entry.name.startswith("."):
-                body = entry.read_bytes()
-                kind = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-                if entry.name.endswith(".js"):
-                    kind = "text/javascript"  # some systems' mime tables lack .js
-                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                self.files[entry.name] = (body, kind, etag)
-        if "index.html" not in self.files:
-            raise RuntimeError(f"{STATIC_PACKAGE}/{STATIC_DIR}/index.html is not installed")
+    def __init__(self, files: dict[str, StaticFile] = STATIC_FILES) -> None:
+        self.files = files
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/console", self.index)
