@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +87,7 @@ class Connection:
         "expiry",
         "grant",
         "limit",
+        "opened_at",
         "write_timeout",
     )
 
@@ -102,6 +104,7 @@ class Connection:
         write_timeout: float | None = None,
     ) -> None:
         self.client_id = client_id
+        self.opened_at = time.time()  # the ops console shows connections' age
         self.write_timeout = TRAVEL_WRITE_TIMEOUT_S if write_timeout is None else write_timeout
         self.channels: set[str] = set()
         self.limit = limit
@@ -203,6 +206,28 @@ class Connection:
         self._draining = None
         if writable and self._pending and not self.closing:
             self.flush()
+
+    # -- read-only views (the ops console; asked per request, never per event) ----------
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client: queued here, held behind a travel, and
+        accepted by the transport but not yet by the kernel."""
+        return self._pending_bytes + self._held_bytes + self._transport.get_write_buffer_size()
+
+    @property
+    def socket_full(self) -> bool:
+        """The client's socket stopped taking data; what comes next waits here."""
+        return self._draining is not None
+
+    @property
+    def peer(self) -> str | None:
+        """The remote address ("host:port"), if the transport knows it."""
+        info = getattr(self._transport, "get_extra_info", None)
+        address = info("peername") if info is not None else None
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = str(address[0])
+            return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+        return None
 
     # -- travel ----------------------------------------------------------------------
     def hold(self) -> None:

@@ -12,7 +12,7 @@ Connections that received something are flushed once at the end of the loop tick
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, KeysView, Sequence
 
 from athena_cdc.hub.connection import Batch, Connection
 from athena_cdc.log.base import Event
@@ -59,6 +59,13 @@ class Hub:
     @property
     def subscription_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
+
+    # -- read-only views (the ops console; asked per request, never per event) ----------
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._subscribers.get(channel, ()))
+
+    def subscribed_channels(self) -> KeysView[str]:
+        return self._subscribers.keys()
 
     # -- fan-out ---------------------------------------------------------------------
     def has_subscribers(self, channel: str) -> bool:

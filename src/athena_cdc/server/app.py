@@ -27,10 +27,12 @@ from athena_cdc.log.memory import MemoryLog
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import close_codes
+from athena_cdc.server.console import ConsolePage
 from athena_cdc.server.deadlines import Deadlines, DeadlineTCPSite
 from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
+from athena_cdc.server.ops_api import OpsApi
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
@@ -150,7 +152,20 @@ class AthenaServer:
         app.router.add_get("/metrics", ops.metrics_page)
         if self.worker is not None:
             app.on_response_prepare.append(self.worker.name_response)
+        self._add_console(app)
         return app
+
+    def _add_console(self, app: web.Application) -> None:
+        """The ops console: its page and its read-only API (docs/console.md)."""
+        ConsolePage().register(app)
+        OpsApi(
+            log=self.log,
+            hub=self.hub,
+            metrics=self.metrics,
+            guard=self.guard,
+            sources=self.sources,
+            slow_consumer_limit=self.settings.slow_consumer_limit,
+        ).register(app)
 
     def _wire_metrics(self) -> None:
         m = self.metrics
