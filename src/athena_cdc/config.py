@@ -191,16 +191,20 @@ def _publish_key_problem(key: str | None) -> str | None:
 
 
 def parse_store(value: object) -> str:
-    """``memory``, ``sqlite``, or a ``redis://`` / ``rediss://`` URL (kept as given)."""
+    """``memory``, ``sqlite``, or a Redis URL (kept as given): ``redis://``, ``rediss://``,
+    ``redis+sentinel://`` (see athena_cdc.log.redis_url)."""
+    from athena_cdc.log.redis_url import check_store_url, is_redis_store
+
     text = str(value).strip()
     if text.lower() in ("memory", "sqlite"):
         return text.lower()
-    scheme, sep, rest = text.partition("://")
-    if sep and scheme.lower() in ("redis", "rediss"):
-        if not rest or rest.startswith("/"):
-            raise ValueError("a Redis URL needs a host: redis://host:port/db")
+    if is_redis_store(text):
+        check_store_url(text)
         return text
-    raise ValueError("expected one of memory, sqlite, or a redis://host:port/db URL")
+    raise ValueError(
+        "expected one of memory, sqlite, a redis://host:port/db URL or "
+        "redis+sentinel://host:port/service/db"
+    )
 
 
 def parse_redis_durability(value: object) -> str:
@@ -221,8 +225,8 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite",
         parse_store,
         "event log backend: sqlite (durable, default), memory (lost on restart), or "
-        "redis://host:port/db (also rediss://): Redis/Valkey Streams shared by several "
-        "athena-cdc processes (docs/scaling.md)",
+        "redis://host:port/db (also rediss://, redis+sentinel://host:port,.../service/db): "
+        "Redis/Valkey Streams shared by several athena-cdc processes (docs/scaling.md)",
         group="log",
         metavar="{sqlite,memory,redis://...}",
     ),

@@ -36,7 +36,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from athena_cdc.log.base import (
@@ -52,7 +53,8 @@ from athena_cdc.log.base import (
 )
 from athena_cdc.log.epoch import new_epoch
 from athena_cdc.log.redis_durability import Durability
-from athena_cdc.log.redis_scripts import APPEND, FIRST_AT_TS, PRUNE_AGE
+from athena_cdc.log.redis_scripts import APPEND, CONFIRM, FIRST_AT_TS, PRUNE_AGE
+from athena_cdc.log.redis_url import connect
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +160,14 @@ class RedisLog(EventLog):
         self._retention_age = retention_age
         self._durability = Durability.parse(durability)
         # redis-py's asyncio types are sync/async unions that mypy cannot narrow.
-        self._client: Any = aioredis.from_url(  # type: ignore[no-untyped-call]
+        self._client: Any = connect(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=10
         )
         self._append_script = self._client.register_script(APPEND)
+        self._confirm_script = self._client.register_script(CONFIRM)
+        self._primary: Any = None  # with Sentinel: the primary's address last seen
+        self._check_primary_soon = asyncio.Event()
+        self._resubscribe = False  # the primary changed: pub/sub must move to it
         self._prune_script = self._client.register_script(PRUNE_AGE)
         self._first_at_ts_script = self._client.register_script(FIRST_AT_TS)
         self._views: dict[str, _View] = {}
@@ -312,6 +318,7 @@ class RedisLog(EventLog):
             position.source if position else "",
             position.position if position else "",
             position_order(position.position) if position else "",
+            "1" if self._durability.mode == "none" else "0",  # announce in the script
         ]
         for channel, items in by_channel.items():
             keys += [stream_key(channel), meta_key(channel)]
@@ -323,6 +330,10 @@ class RedisLog(EventLog):
             channel: (int(reply[2 * i]), int(reply[2 * i + 1]))
             for i, channel in enumerate(by_channel)
         }
+        if self._durability.mode != "none":
+            await self._confirm(
+                [(c, first, first + len(by_channel[c]) - 1) for c, (first, _) in starts.items()]
+            )
         next_seq = {channel: first for channel, (first, _) in starts.items()}
         events: list[Event] = []
         for item in batch:
@@ -333,20 +344,12 @@ class RedisLog(EventLog):
         return events
 
     async def _run_append(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
-        mode = self._durability
         try:
             try:
-                if mode.mode == "none":
+                if self._durability.mode == "none":
                     reply: list[Any] = await self._append_script(keys, args)
                     return reply
-                # WAITAOF / WAIT count the writes of *this* connection: same pipeline.
-                pipe = self._client.pipeline(transaction=False)
-                await self._append_script(keys, args, client=pipe)
-                if mode.mode == "waitaof":
-                    pipe.execute_command("WAITAOF", 1, 0, WAIT_TIMEOUT_MS)
-                else:
-                    pipe.execute_command("WAIT", mode.replicas, WAIT_TIMEOUT_MS)
-                reply, acked = await pipe.execute()
+                return await self._durably(self._append_script, keys, args)
             except ResponseError as exc:
                 text = str(exc)
                 if text.startswith("EPOCH"):
@@ -360,14 +363,44 @@ class RedisLog(EventLog):
         except RedisError as exc:
             self._problem = f"redis: {exc}"
             raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+
+    async def _durably(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run ``script`` and wait until ``--redis-durability`` holds for it: WAITAOF /
+        WAIT count the writes of *this* connection, so they go in the same pipeline."""
+        mode = self._durability
+        pipe = self._client.pipeline(transaction=False)
+        await script(keys, args, client=pipe)
+        if mode.mode == "waitaof":
+            pipe.execute_command("WAITAOF", 1, 0, WAIT_TIMEOUT_MS)
+        else:
+            pipe.execute_command("WAIT", mode.replicas, WAIT_TIMEOUT_MS)
+        reply, acked = await pipe.execute()
         self._problem = None if self._pubsub_up.is_set() else self._problem
         if mode.mode == "waitaof" and int(acked[0]) < 1:
             raise StorageUnavailable("Redis did not fsync the append to its AOF in time")
         if mode.mode == "replicas" and int(acked) < mode.replicas:
+            self._check_primary_soon.set()  # a failover makes WAIT fail: look at once
             raise StorageUnavailable(
                 f"only {int(acked)} of {mode.replicas} Redis replicas acknowledged the append"
             )
-        return reply
+        return list(reply) if isinstance(reply, list) else [reply]
+
+    async def _confirm(self, ranges: list[tuple[str, int, int]]) -> None:
+        """With a durable mode: announce appended ``(channel, first, last)`` ranges (move
+        the meta's ``ok`` and PUBLISH) only now that they are durable, and wait until the
+        announcement is durable too before the 201. So no process ever delivers an event
+        that a failover or crash could still take back (and whose seq would then be
+        handed out again under the same epoch)."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        for channel, first, last in ranges:
+            keys += [stream_key(channel), meta_key(channel)]
+            args += [channel, partition_of(channel), first, last]
+        try:
+            await self._durably(self._confirm_script, keys, args)
+        except RedisError as exc:
+            self._problem = f"redis: {exc}"
+            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
 
     async def _epoch_changed(self) -> None:
         old = self.epoch
@@ -457,6 +490,9 @@ class RedisLog(EventLog):
                     # A bounded wait: a blocking read would time out after the
                     # socket timeout of an idle connection.
                     message = await pubsub.get_message(timeout=1.0)
+                    if self._resubscribe:
+                        self._resubscribe = False
+                        raise RedisConnectionError("the primary changed")
                     if message is None or message.get("type") != "message":
                         continue
                     events = _decode_batch(message["data"])
@@ -480,12 +516,36 @@ class RedisLog(EventLog):
 
     async def _tail_check_forever(self) -> None:
         while not self._closing:
-            await asyncio.sleep(TAIL_CHECK_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_primary_soon.wait(), TAIL_CHECK_INTERVAL)
+            self._check_primary_soon.clear()
             with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+                await self._follow_primary()
                 await self._client.ping()  # /ready recovers without waiting for a publish
                 if self._pubsub_up.is_set():
                     self._problem = None
+                # pub/sub may have reconnected by itself (redis-py retries) to a Redis
+                # that lost its data: the epoch is checked here too, not only on our own
+                # reconnects.
+                stored = await self._client.get(EPOCH_KEY)
+                if stored is None or stored.decode() != self.epoch:
+                    await self._epoch_changed()
                 await self._tail_check(all_channels=False)
+
+    async def _follow_primary(self) -> None:
+        """With Sentinel: when the Sentinels name another primary (a failover), drop every
+        connection to the old one -- it may still take writes until Sentinel demotes it,
+        and they would be lost -- and move pub/sub to the new one."""
+        pool = self._client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        address = await pool.sentinel_manager.discover_master(pool.service_name)
+        if self._primary is not None and address != self._primary:
+            log.warning("Redis failover: the primary is now %s:%s", *address)
+            pool.master_address = address
+            await pool.disconnect(inuse_connections=True)
+            self._resubscribe = True
+        self._primary = address
 
     async def _tail_check(self, all_channels: bool) -> None:
         """Fill what pub/sub did not bring: compare each channel's last seq in Redis with
@@ -498,11 +558,13 @@ class RedisLog(EventLog):
             chunk = channels[start : start + 256]
             pipe = self._client.pipeline(transaction=False)
             for channel in chunk:
-                pipe.hmget(meta_key(channel), "seq", "first", "dts")
+                pipe.hmget(meta_key(channel), "ok", "seq", "first", "dts")
             metas = await pipe.execute()
             async with self._delivering:
-                for channel, (seq, first, dts) in zip(chunk, metas, strict=True):
-                    last = int(seq or 0)
+                for channel, (ok, seq, first, dts) in zip(chunk, metas, strict=True):
+                    # Up to what is announced (with a durable mode: durable), not what
+                    # is merely assigned; a log written before ``ok`` existed has seq.
+                    last = int(ok if ok is not None else seq or 0)
                     view = self._views.get(channel)
                     if view is None:
                         # Never delivered here: nobody here waits for older events.

@@ -24,6 +24,7 @@ from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
+from athena_cdc.log.redis_url import is_redis_store
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import close_codes
@@ -56,7 +57,7 @@ def make_log(settings: Settings) -> EventLog:
             retention_age=settings.retention_age,
             memory_limit=settings.memory_limit,
         )
-    if settings.store.startswith(("redis://", "rediss://")):
+    if is_redis_store(settings.store):
         from athena_cdc.log.redis import RedisLog
 
         return RedisLog(

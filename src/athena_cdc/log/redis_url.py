@@ -1,0 +1,140 @@
+"""``--store`` URLs of the Redis store, and the redis-py client each one gives.
+
+* ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS) -- one Redis, as
+  redis-py's ``from_url`` reads it (query options included);
+* ``redis+sentinel://[user:password@]host:port,host2:port/service/db``
+  (``rediss+sentinel://``) -- the primary that the Sentinels at those addresses name
+  for ``service``; the client asks them again whenever it connects, so after a
+  failover it follows the new primary. The credentials are the primary's; Sentinels
+  that need a password take it as ``?sentinel_password=...``.
+
+Parsing is kept free of redis-py imports: config.py uses it to check the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+PLAIN_SCHEMES = ("redis", "rediss")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SCHEMES = PLAIN_SCHEMES + SENTINEL_SCHEMES
+DEFAULT_SENTINEL_PORT = 26379
+
+
+def is_redis_store(store: str) -> bool:
+    scheme, sep, _ = store.partition("://")
+    return bool(sep) and scheme.lower() in SCHEMES
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):  # [ipv6]:port
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"a Sentinel address needs a host, got {text!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in Sentinel address {text!r}")
+    return host, int(port_text)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``redis+sentinel://[user:pw@]h1:26379,h2:26379/service[/db][?sentinel_password=]``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/service/db")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at:
+        hosts, credentials = netloc, ""
+    username: str | None = None
+    password: str | None = None
+    if credentials:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    addresses = tuple(
+        _host_port(h.strip(), DEFAULT_SENTINEL_PORT) for h in hosts.split(",") if h.strip()
+    )
+    if not addresses:
+        raise ValueError(
+            "a Sentinel URL needs at least one Sentinel: redis+sentinel://host:26379/service/db"
+        )
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError("a Sentinel URL names the service after the hosts: .../mymaster/0")
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise ValueError(f"the database must be a number, got {parts[1]!r}")
+        db = int(parts[1])
+    options = parse_qs(query)
+    unknown = set(options) - {"sentinel_password"}
+    if unknown:
+        raise ValueError(
+            f"unknown Sentinel URL option {sorted(unknown)[0]!r} (known: sentinel_password)"
+        )
+    sentinel_password = options.get("sentinel_password", [None])[-1]
+    return SentinelTarget(
+        addresses,
+        unquote(parts[0]),
+        db,
+        tls=scheme.lower().startswith("rediss"),
+        username=username,
+        password=password,
+        sentinel_password=sentinel_password,
+    )
+
+
+def check_store_url(url: str) -> None:
+    """Raise ValueError (one line) if ``url`` is not a usable Redis store URL."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in SENTINEL_SCHEMES:
+        parse_sentinel_url(url)
+    elif not rest or rest.startswith("/"):
+        raise ValueError("a Redis URL needs a host: redis://host:port/db")
+
+
+def connect(url: str, **options: Any) -> Any:
+    """A redis-py asyncio client for ``url``; ``options`` are connection options
+    (timeouts). A Sentinel URL gives a client of the current primary."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.sentinel import Sentinel
+
+    if url.partition("://")[0].lower() not in SENTINEL_SCHEMES:
+        return aioredis.from_url(url, **options)  # type: ignore[no-untyped-call]
+    target = parse_sentinel_url(url)
+    sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+    if target.sentinel_password is not None:
+        sentinel_options["password"] = target.sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_options
+    )
+    if target.tls:
+        options["ssl"] = True
+    return sentinel.master_for(
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
+    )

@@ -1,0 +1,42 @@
+"""``--store`` URLs of the Redis store: Sentinel addresses parse, bad ones are refused
+with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from athena_cdc.config import ConfigError
+from athena_cdc.log.redis_url import SentinelTarget, is_redis_store, parse_sentinel_url
+from tests.redis.test_settings import settings_from
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
+    target = parse_sentinel_url(
+        "rediss+sentinel://app:s%40cret@s1:26380,s2,[::1]:26381/main/3?sentinel_password=x"
+    )
+    assert target == SentinelTarget(
+        (("s1", 26380), ("s2", 26379), ("::1", 26381)),
+        "main",
+        3,
+        tls=True,
+        username="app",
+        password="s@cret",
+        sentinel_password="x",
+    )
+    assert parse_sentinel_url("redis+sentinel://h/main").db == 0
+    assert is_redis_store("redis+sentinel://h/main") and not is_redis_store("sqlite")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel:///main/0", "at least one Sentinel"),
+        ("redis+sentinel://h:26379", "names the service"),
+        ("redis+sentinel://h:26379/main/x", "must be a number"),
+        ("redis+sentinel://h:99999/main", "bad port"),
+        ("redis+sentinel://h/main?timeout=1", "unknown Sentinel URL option"),
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_with_the_reason(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        settings_from("--store", url)
