@@ -560,6 +560,16 @@ AUTH_OPTIONS: tuple[Option, ...] = (
         group="log",
         metavar="{none,waitaof,replicas:N}",
     ),
+    Option(
+        "redis_cache_bytes",
+        64 * 1024**2,
+        parse_size,
+        "with a Redis store, bytes of recently delivered events each process keeps to "
+        "answer travels while Redis is unreachable (0: none)",
+        group="log",
+        metavar="SIZE",
+        check=lambda v: None if v >= 0 else "must not be negative",
+    ),
 )
 OPTIONS = OPTIONS + AUTH_OPTIONS
 
@@ -612,6 +622,7 @@ class Settings:
     ops_key: str | None = None
     max_subscriptions: int = 1_000
     redis_durability: str = "none"
+    redis_cache_bytes: int = 64 * 1024**2
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

@@ -52,6 +52,7 @@ from athena_cdc.log.base import (
     StoreConfigError,
 )
 from athena_cdc.log.epoch import new_epoch
+from athena_cdc.log.redis_cache import RecentEvents
 from athena_cdc.log.redis_durability import Durability
 from athena_cdc.log.redis_scripts import APPEND, CONFIRM, FIRST_AT_TS, PRUNE_AGE
 from athena_cdc.log.redis_url import connect
@@ -153,6 +154,7 @@ class RedisLog(EventLog):
         retention_events: int = 100_000,
         retention_age: float | None = None,
         durability: str = "none",
+        cache_bytes: int = 64 * 1024**2,
     ) -> None:
         super().__init__()
         self.url = url
@@ -171,6 +173,7 @@ class RedisLog(EventLog):
         self._prune_script = self._client.register_script(PRUNE_AGE)
         self._first_at_ts_script = self._client.register_script(FIRST_AT_TS)
         self._views: dict[str, _View] = {}
+        self._cache = RecentEvents(cache_bytes)  # for travels while Redis is down
         self._closing = False
         self._queue: collections.deque[
             tuple[Sequence[NewEvent], asyncio.Future[list[Event]]]
@@ -408,6 +411,7 @@ class RedisLog(EventLog):
         if epoch != old:
             log.warning("the Redis log's epoch changed (%s -> %s): it lost its data", old, epoch)
             self._views.clear()
+            self._cache.clear()
             self.on_epoch_change(self.epoch)
 
     async def get_position(self, source: str) -> str | None:
@@ -454,6 +458,7 @@ class RedisLog(EventLog):
         if excess > view.first:
             view.first = excess
         self._delivered_since_stats += len(fresh)
+        self._cache.add(fresh)
         self._notify(fresh)
         return True
 
@@ -582,7 +587,11 @@ class RedisLog(EventLog):
         try:
             await self._catch_up([c for c in dict.fromkeys(channels)])
         except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+            # Redis is down, so nobody appends: what this process delivered of a
+            # channel it follows is the channel's extent, and the travel is answered
+            # from the cache if it holds the events (else read_channel says so).
+            if not all(channel in self._views for channel in channels):
+                raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
 
     # -- reads -----------------------------------------------------------------------
     def bounds(self, channel: str) -> ChannelBounds:
@@ -614,6 +623,44 @@ class RedisLog(EventLog):
     ) -> list[Event]:
         if limit <= 0:
             return []
+        args = (channel, since_seq, since_ts_ms, limit, newest, until_seq)
+        if not self._pubsub_up.is_set():  # Redis is likely down: no need to wait for it
+            cached = self._from_cache(*args)
+            if cached is not None:
+                return cached
+        try:
+            return await self._read_redis(*args)
+        except StorageUnavailable:
+            cached = self._from_cache(*args)
+            if cached is None:
+                raise
+            return cached
+
+    def _from_cache(
+        self,
+        channel: str,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+        until_seq: int | None,
+    ) -> list[Event] | None:
+        view = self._views.get(channel)
+        if view is None:
+            return None
+        return self._cache.read(
+            channel, view.first, view.last, since_seq, since_ts_ms, limit, newest, until_seq
+        )
+
+    async def _read_redis(
+        self,
+        channel: str,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+        until_seq: int | None,
+    ) -> list[Event]:
         low = (since_seq or 0) + 1
         high = "+" if until_seq is None else f"{until_seq}-0"
         key = stream_key(channel)

@@ -65,6 +65,7 @@ def make_log(settings: Settings) -> EventLog:
             retention_events=settings.retention_events,
             retention_age=settings.retention_age,
             durability=settings.redis_durability,
+            cache_bytes=settings.redis_cache_bytes,
         )
     return SqliteLog(
         settings.data_dir,
