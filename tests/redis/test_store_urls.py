@@ -35,6 +35,7 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
         ("redis+sentinel://h:26379/main/x", "must be a number"),
         ("redis+sentinel://h:99999/main", "bad port"),
         ("redis+sentinel://h/main?timeout=1", "unknown Sentinel URL option"),
+        ("redis+cluster://h:7000,h:7001", "Cluster is not supported yet"),
     ],
 )
 def test_a_bad_sentinel_url_is_refused_with_the_reason(url: str, problem: str) -> None:

@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, unquote
 
 PLAIN_SCHEMES = ("redis", "rediss")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-SCHEMES = PLAIN_SCHEMES + SENTINEL_SCHEMES
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")  # refused with the reason, for now
+SCHEMES = PLAIN_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES
 DEFAULT_SENTINEL_PORT = 26379
 
 
@@ -108,6 +109,11 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 def check_store_url(url: str) -> None:
     """Raise ValueError (one line) if ``url`` is not a usable Redis store URL."""
     scheme, _, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        raise ValueError(
+            "Redis Cluster is not supported yet (docs/scaling.md says what it needs): "
+            "use one primary, redis://host:port/db, or Sentinel, redis+sentinel://..."
+        )
     if scheme.lower() in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
     elif not rest or rest.startswith("/"):
