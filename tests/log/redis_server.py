@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.servers import free_port
 from tests.support.toolchain import ToolMissing, _package_dir, wheels_only
@@ -196,3 +197,64 @@ class SentinelServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+@dataclass
+class ClusterServers:
+    """A Redis Cluster of ``size`` primaries (no replicas), slots split evenly, built
+    with CLUSTER ADDSLOTSRANGE and MEET (no redis-cli needed)."""
+
+    directory: Path
+    size: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> None:
+        import redis
+
+        bus_ports = [free_port() for _ in range(self.size)]
+        for i in range(self.size):
+            folder = self.directory / f"node{i}"
+            node = RedisServer(
+                folder,
+                appendonly=True,
+                extra=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(folder / "nodes.conf"),
+                    "--cluster-port", str(bus_ports[i]),
+                    "--cluster-node-timeout", "5000",
+                ),
+            )  # fmt: skip
+            node.start()
+            self.nodes.append(node)
+        clients: list[Any] = [redis.Redis(port=n.port) for n in self.nodes]
+        try:
+            per_node = 16384 // self.size
+            for i, client in enumerate(clients):
+                last = 16383 if i == self.size - 1 else (i + 1) * per_node - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per_node, last)
+            for node, bus_port in zip(self.nodes[1:], bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(c.execute_command("CLUSTER", "INFO")) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not come up")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _ready(self, info: object) -> bool:
+        assert isinstance(info, bytes), info
+        fields = dict(line.split(":", 1) for line in info.decode().split() if ":" in line)
+        return (
+            fields.get("cluster_state") == "ok"
+            and int(fields.get("cluster_known_nodes", 0)) == self.size
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

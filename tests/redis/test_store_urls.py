@@ -35,7 +35,8 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
         ("redis+sentinel://h:26379/main/x", "must be a number"),
         ("redis+sentinel://h:99999/main", "bad port"),
         ("redis+sentinel://h/main?timeout=1", "unknown Sentinel URL option"),
-        ("redis+cluster://h:7000,h:7001", "Cluster is not supported yet"),
+        ("redis+cluster://h:7000/2", "only database 0"),
+        ("redis+cluster://", "at least one node"),
     ],
 )
 def test_a_bad_sentinel_url_is_refused_with_the_reason(url: str, problem: str) -> None:

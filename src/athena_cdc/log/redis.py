@@ -39,7 +39,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,13 @@ def position_order(position: str) -> str:
     high, low, changes = match.groups()
     part = "f" * 16 if changes is None else f"{int(changes):016x}"
     return f"{int(high, 16):08x}{int(low, 16):08x}{part}"
+
+
+def _encode_batch(channel: str, first: int, ts_ms: int, payloads: Sequence[bytes]) -> bytes:
+    """A batch as the append script PUBLISHes it (see :func:`_decode_batch`)."""
+    name = channel.encode()
+    lengths = b",".join(b"%d" % len(p) for p in payloads)
+    return b"%d %d %d %s\n" % (len(name), first, ts_ms, lengths) + name + b"".join(payloads)
 
 
 def _decode_batch(message: bytes) -> list[Event]:
@@ -492,38 +499,53 @@ class RedisLog(EventLog):
             view.last = events[0].seq - 1  # gone from Redis too: nothing left to fill
         self._deliver_if_next(events)
 
+    @contextlib.asynccontextmanager
+    async def _live_messages(self) -> AsyncIterator[Callable[[], Awaitable[bytes | None]]]:
+        """Subscribe to the partitions; yield a function that returns the next published
+        batch, or None after a second without one. Raises on a lost connection."""
+        pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*(f"{PREFIX}:live:{n}" for n in range(PARTITIONS)))
+
+            async def next_batch() -> bytes | None:
+                # A bounded wait: a blocking read would time out after the socket
+                # timeout of an idle connection.
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    return None
+                data: bytes = message["data"]
+                return data
+
+            yield next_batch
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
     async def _listen_forever(self) -> None:
         attempt = 0
         while not self._closing:
-            pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*(f"{PREFIX}:live:{n}" for n in range(PARTITIONS)))
-                self._pubsub_up.set()
-                if attempt:
-                    log.info("Redis pub/sub is back: checking channels for missed events")
-                    stored = await self._client.get(EPOCH_KEY)
-                    if stored is None or stored.decode() != self.epoch:
-                        await self._epoch_changed()  # Redis came back without its data
-                    await self._tail_check(all_channels=True)
-                self._problem = None
-                attempt = 0
-                while not self._closing:
-                    # A bounded wait: a blocking read would time out after the
-                    # socket timeout of an idle connection.
-                    message = await pubsub.get_message(timeout=1.0)
-                    if self._resubscribe:
-                        self._resubscribe = False
-                        raise RedisConnectionError("the primary changed")
-                    if message is None or message.get("type") != "message":
-                        continue
-                    if self._already_delivered(message["data"]):
-                        continue  # e.g. our own append, delivered when Redis answered
-                    events = _decode_batch(message["data"])
-                    async with self._delivering:
-                        await self._deliver(events)
+                async with self._live_messages() as next_batch:
+                    self._pubsub_up.set()
+                    if attempt:
+                        log.info("Redis pub/sub is back: checking channels for missed events")
+                        stored = await self._client.get(EPOCH_KEY)
+                        if stored is None or stored.decode() != self.epoch:
+                            await self._epoch_changed()  # Redis came back without its data
+                        await self._tail_check(all_channels=True)
+                    self._problem = None
+                    attempt = 0
+                    while not self._closing:
+                        data = await next_batch()
+                        if self._resubscribe:
+                            self._resubscribe = False
+                            raise RedisConnectionError("the primary changed")
+                        if data is None or self._already_delivered(data):
+                            continue  # e.g. our own append, delivered when Redis answered
+                        events = _decode_batch(data)
+                        async with self._delivering:
+                            await self._deliver(events)
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
                 raise
             except (RedisError, OSError) as exc:
                 self._pubsub_up.clear()
@@ -532,8 +554,6 @@ class RedisLog(EventLog):
                     log.warning("Redis pub/sub failed: %s; reconnecting", exc)
             except Exception:
                 log.exception("Redis live delivery failed; reconnecting")
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
             await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
             attempt += 1
 

@@ -168,3 +168,74 @@ while lo <= hi do
 end
 return answer
 """
+
+# Redis Cluster (athena_cdc.log.redis_cluster): APPEND for the channels of one slot.
+# KEYS: the slot's epoch marker, the slot's positions, then (events, meta) per channel.
+# ARGV: epoch, now_ms, maxlen, position source, position, position order, then per
+#       channel: n, n payloads. Returns per channel its first new seq and ts. Announcing
+#       (SPUBLISH) is the caller's: a script may only publish to its own slot's shard
+#       channels, and the partitions are elsewhere.
+APPEND_SLOT = r"""
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  return redis.error_reply('LOST the slot has no epoch marker')
+end
+if marker ~= ARGV[1] then
+  return redis.error_reply('EPOCH ' .. marker)
+end
+local source = ARGV[4]
+if source ~= '' then
+  local stored = redis.call('HGET', KEYS[2], source .. '\0order')
+  if stored and stored >= ARGV[6] then
+    return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
+      tostring(redis.call('HGET', KEYS[2], source)))
+  end
+end
+local now = tonumber(ARGV[2])
+local maxlen = tonumber(ARGV[3])
+local result = {}
+local a = 7
+local k = 3
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local stream, meta = KEYS[k], KEYS[k + 1]
+  local m = redis.call('HMGET', meta, 'seq', 'ts', 'first')
+  local last = tonumber(m[1]) or 0
+  local ts = math.max(now, tonumber(m[2]) or 0)
+  local first = tonumber(m[3]) or 1
+  for i = 1, n do
+    redis.call('XADD', stream, string.format('%d-0', last + i), 't', string.format('%d', ts),
+      'p', ARGV[a + i])
+  end
+  local excess = redis.call('XLEN', stream) - maxlen
+  if excess > 0 then
+    local dropped = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
+    local newest = dropped[#dropped]
+    redis.call('XTRIM', stream, 'MAXLEN', maxlen)
+    first = tonumber(string.match(newest[1], '^(%d+)')) + 1
+    redis.call('HSET', meta, 'dts', newest[2][2])
+  end
+  local seq = string.format('%d', last + n)
+  redis.call('HSET', meta, 'seq', seq, 'ok', seq, 'ts', string.format('%d', ts),
+    'first', string.format('%d', first))
+  result[#result + 1] = last + 1
+  result[#result + 1] = ts
+  a = a + 1 + n
+  k = k + 2
+end
+if source ~= '' then
+  redis.call('HSET', KEYS[2], source, ARGV[5], source .. '\0order', ARGV[6])
+end
+return result
+"""
+
+# KEYS: the log's epoch. ARGV: the epoch believed lost, a new one. Replaces it only if
+# it is still the lost one (or missing); returns the epoch now in force.
+NEW_EPOCH = r"""
+local current = redis.call('GET', KEYS[1])
+if not current or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return current
+"""

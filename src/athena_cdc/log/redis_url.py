@@ -2,6 +2,8 @@
 
 * ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS) -- one Redis, as
   redis-py's ``from_url`` reads it (query options included);
+* ``redis+cluster://[user:password@]host:port,host2:port`` (``rediss+cluster://``) --
+  a Redis Cluster, found from any of these nodes (database 0, the only one there is);
 * ``redis+sentinel://[user:password@]host:port,host2:port/service/db``
   (``rediss+sentinel://``) -- the primary that the Sentinels at those addresses name
   for ``service``; the client asks them again whenever it connects, so after a
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 PLAIN_SCHEMES = ("redis", "rediss")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")  # refused with the reason, for now
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = PLAIN_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES
 DEFAULT_SENTINEL_PORT = 26379
 
@@ -106,15 +108,49 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     )
 
 
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """A parsed ``redis+cluster://`` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """``redis+cluster://[user:pw@]h1:7000,h2:7001[/]``: the nodes to start from."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in CLUSTER_SCHEMES:
+        raise ValueError("expected redis+cluster://host:port[,host:port...]")
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0: redis+cluster://host:port")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at:
+        hosts, credentials = netloc, ""
+    username: str | None = None
+    password: str | None = None
+    if credentials:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_host_port(h.strip(), 6379) for h in hosts.split(",") if h.strip())
+    if not nodes:
+        raise ValueError("a Cluster URL needs at least one node: redis+cluster://host:port")
+    return ClusterTarget(nodes, scheme.lower().startswith("rediss"), username, password)
+
+
 def check_store_url(url: str) -> None:
     """Raise ValueError (one line) if ``url`` is not a usable Redis store URL."""
     scheme, _, rest = url.partition("://")
     if scheme.lower() in CLUSTER_SCHEMES:
-        raise ValueError(
-            "Redis Cluster is not supported yet (docs/scaling.md says what it needs): "
-            "use one primary, redis://host:port/db, or Sentinel, redis+sentinel://..."
-        )
-    if scheme.lower() in SENTINEL_SCHEMES:
+        parse_cluster_url(url)
+    elif scheme.lower() in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
     elif not rest or rest.startswith("/"):
         raise ValueError("a Redis URL needs a host: redis://host:port/db")
@@ -124,8 +160,18 @@ def connect(url: str, **options: Any) -> Any:
     """A redis-py asyncio client for ``url``; ``options`` are connection options
     (timeouts). A Sentinel URL gives a client of the current primary."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.sentinel import Sentinel
 
+    if is_cluster(url):
+        cluster = parse_cluster_url(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+            username=cluster.username,
+            password=cluster.password,
+            ssl=cluster.tls,
+            **options,
+        )
     if url.partition("://")[0].lower() not in SENTINEL_SCHEMES:
         return aioredis.from_url(url, **options)  # type: ignore[no-untyped-call]
     target = parse_sentinel_url(url)

@@ -59,8 +59,10 @@ def make_log(settings: Settings) -> EventLog:
         )
     if is_redis_store(settings.store):
         from athena_cdc.log.redis import RedisLog
+        from athena_cdc.log.redis_cluster import RedisClusterLog
+        from athena_cdc.log.redis_url import is_cluster
 
-        return RedisLog(
+        return (RedisClusterLog if is_cluster(settings.store) else RedisLog)(
             settings.store,
             retention_events=settings.retention_events,
             retention_age=settings.retention_age,
