@@ -192,7 +192,7 @@ def _publish_key_problem(key: str | None) -> str | None:
 
 def parse_store(value: object) -> str:
     """``memory``, ``sqlite``, or a Redis URL (kept as given): ``redis://``, ``rediss://``,
-    ``redis+sentinel://`` (see athena_cdc.log.redis_url)."""
+    ``redis+sentinel://``, ``redis+cluster://`` (see athena_cdc.log.redis_url)."""
     from athena_cdc.log.redis_url import check_store_url, is_redis_store
 
     text = str(value).strip()
@@ -202,8 +202,8 @@ def parse_store(value: object) -> str:
         check_store_url(text)
         return text
     raise ValueError(
-        "expected one of memory, sqlite, a redis://host:port/db URL or "
-        "redis+sentinel://host:port/service/db"
+        "expected one of memory, sqlite, a redis://host:port/db URL, "
+        "redis+sentinel://host:port/service/db or redis+cluster://host:port"
     )
 
 
@@ -225,8 +225,9 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite",
         parse_store,
         "event log backend: sqlite (durable, default), memory (lost on restart), or "
-        "redis://host:port/db (also rediss://, redis+sentinel://host:port,.../service/db): "
-        "Redis/Valkey Streams shared by several athena-cdc processes (docs/scaling.md)",
+        "redis://host:port/db (also rediss://, redis+sentinel://host:port,.../service/db, "
+        "redis+cluster://host:port,...): Redis/Valkey Streams shared by several athena-cdc "
+        "processes (docs/scaling.md)",
         group="log",
         metavar="{sqlite,memory,redis://...}",
     ),

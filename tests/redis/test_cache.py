@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from athena_cdc.log.base import Event
-from athena_cdc.log.redis_cache import EVENT_OVERHEAD, RecentEvents
+from athena_cdc.log.redis_cache import EVENT_OVERHEAD, STALE_ENTRY, RecentEvents
 from tests.log.redis_server import RedisServer, redis_server
 from tests.protocol._support import client
 from tests.redis.test_shared_log import nodes, post
@@ -31,6 +31,16 @@ def test_the_cache_is_bounded_in_bytes_and_drops_the_oldest_events_first() -> No
     assert cache.read("a", 1, 8, 2, None, 100, False, None) == events("a", range(3, 9))
     assert cache.read("a", 1, 8, 1, None, 100, False, None) is None  # seq 2 is gone
     assert cache.read("b", 1, 4, 0, None, 100, False, None) == events("b", range(1, 5))
+
+
+def test_a_channel_whose_delivery_jumps_starts_over_within_the_bound() -> None:
+    size = len(events("a", range(1, 2))[0].frame) + EVENT_OVERHEAD
+    cache = RecentEvents(10 * size)
+    for start in range(1, 1_000, 10):  # every add jumps past a gap
+        cache.add(events("a", range(start, start + 5)))
+        assert cache.bytes <= 10 * size
+    assert cache.read("a", 1, 995, 990, None, 100, False, None) == events("a", range(991, 996))
+    assert len(cache._order) <= 10 * size // STALE_ENTRY  # what forgotten entries hold
 
 
 def test_the_cache_answers_only_what_it_holds_whole() -> None:

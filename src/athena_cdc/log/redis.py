@@ -25,9 +25,9 @@ Sentinel, a process follows a failover to the new primary (:meth:`_follow_primar
 A travel while Redis is down is answered from :mod:`athena_cdc.log.redis_cache` when
 it holds the whole answer.
 
-Limits: one Redis primary (with replicas, optionally behind Sentinel), not Cluster --
-the append script touches the global keys and every channel of a batch
-(docs/scaling.md says what Cluster needs).
+This class runs on one Redis primary (with replicas, optionally behind Sentinel): its
+append script touches the global keys and every channel of a batch. On a Redis Cluster,
+:class:`athena_cdc.log.redis_cluster.RedisClusterLog` splits that by slot.
 """
 
 from __future__ import annotations

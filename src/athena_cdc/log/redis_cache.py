@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from athena_cdc.log.base import Event
 
 EVENT_OVERHEAD = 120  # bytes an Event tuple and its deque slot take besides the frame
+STALE_ENTRY = 8  # an eviction-order entry left by a forgotten channel
 
 
 class RecentEvents:
@@ -25,9 +26,10 @@ class RecentEvents:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._channels: dict[str, collections.deque[Event]] = {}
-        # Channels in the order their cached events were added, one entry per event:
-        # the front names the channel of the oldest cached event.
-        self._order: collections.deque[str] = collections.deque()
+        # Each cached event's channel deque, in the order the events were added: the
+        # front is the deque holding the oldest cached event. A forgotten channel's
+        # deque is emptied and its entries stay until reached (counted in ``bytes``).
+        self._order: collections.deque[collections.deque[Event]] = collections.deque()
 
     def add(self, events: Sequence[Event]) -> None:
         """Cache one channel's newly delivered events (contiguous, following what was
@@ -43,22 +45,23 @@ class RecentEvents:
             cached = self._channels[channel] = collections.deque()
         for event in events:
             cached.append(event)
-            self._order.append(channel)
+            self._order.append(cached)
             self.bytes += len(event.frame) + EVENT_OVERHEAD
         while self.bytes > self.max_bytes and self._order:
-            oldest = self._channels.get(self._order.popleft())
+            oldest = self._order.popleft()
             if oldest:
                 dropped = oldest.popleft()
                 self.bytes -= len(dropped.frame) + EVENT_OVERHEAD
+            else:
+                self.bytes -= STALE_ENTRY
 
     def forget(self, channel: str) -> None:
         """Drop a channel's events (its delivery jumped: they no longer lead up to it).
-        Their entries in the eviction order stay and are skipped when reached."""
+        Their entries in the eviction order stay, as a few bytes each, until reached."""
         cached = self._channels.pop(channel, None)
         if cached:
-            self.bytes -= sum(len(e.frame) + EVENT_OVERHEAD for e in cached)
-            # Entries of the eviction order for a channel that is cached again later
-            # would evict its new events early: harmless (a smaller cache), and rare.
+            self.bytes -= sum(len(e.frame) + EVENT_OVERHEAD - STALE_ENTRY for e in cached)
+            cached.clear()
 
     def clear(self) -> None:
         self._channels.clear()
