@@ -43,6 +43,7 @@ async def until(condition: object, within: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.timeout(240)
 async def test_a_sentinel_failover_under_load_loses_nothing_acknowledged(
     sentinel: tuple[RedisServer, RedisServer, SentinelServer], tmp_path: Path
 ) -> None:
@@ -89,9 +90,9 @@ async def test_a_sentinel_failover_under_load_loses_nothing_acknowledged(
                 task = asyncio.create_task(produce())
                 await until(lambda: _true(len(acknowledged) >= 100), 20, "first publishes")
                 assert await admin.execute_command("SENTINEL", "FAILOVER", watcher.service)
-                await until(primary_is_the_replica, 30, "the failover")
+                await until(primary_is_the_replica, 60, "the failover")
                 after = len(acknowledged)
-                await until(lambda: _true(len(acknowledged) >= after + 100), 30, "publishes")
+                await until(lambda: _true(len(acknowledged) >= after + 100), 90, "publishes")
                 stop.set()
                 await task
                 # Every event B delivered live, once, in order, as the log has it.
