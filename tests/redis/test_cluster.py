@@ -106,18 +106,29 @@ async def test_a_shard_that_lost_its_data_moves_the_log_to_a_new_epoch(
     await log.open()
     changed: list[str] = []
     log.on_epoch_change = changed.append
+    admin: Any = aioredis.Redis(port=cluster.nodes[owner].port)
     try:
+        # Nobody here listens (no tail checks): the next append to the shard notices.
+        log.interest = lambda channel: False
         await log.append([NewEvent(lost, b"1"), NewEvent(lost, b"2"), NewEvent(kept, b"1")])
         old = log.epoch
-        admin: Any = aioredis.Redis(port=cluster.nodes[owner].port)
         await admin.flushall()  # that shard's data is gone
-        await admin.aclose()
         with pytest.raises(StorageUnavailable, match="new epoch"):
             await log.append([NewEvent(lost, b"3")])
         assert log.epoch != old and changed == [log.epoch]
         assert [e.seq for e in await log.append([NewEvent(lost, b"again")])] == [1]
         assert [e.seq for e in await log.append([NewEvent(kept, b"2")])] == [2]
+        # With subscribers here, the tail check notices without any append.
+        log.interest = lambda channel: True
+        await log.refresh_bounds([lost, kept])  # both followed again
+        await admin.flushall()
+        deadline = asyncio.get_running_loop().time() + 15
+        while len(changed) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the loss went unnoticed"
+            await asyncio.sleep(0.1)
+        assert [e.seq for e in await log.append([NewEvent(kept, b"3")])] == [3]
     finally:
+        await admin.aclose()
         await log.close()
 
 

@@ -158,6 +158,21 @@ class RedisClusterLog(RedisLog):
         await self._write_markers(epoch, only_missing=False)
         await self._epoch_changed()
 
+    async def _tail_check(self, all_channels: bool) -> None:
+        """Also look at the epoch markers of the checked channels' slots: a shard that
+        lost its data is noticed without waiting for an append to it (its channels'
+        subscribers would otherwise just hear nothing)."""
+        channels = [c for c in self._views if all_channels or self.interest(c)]
+        slots = sorted({slot_of(c) for c in channels})
+        for start in range(0, len(slots), MARKER_WRITE_CHUNK):
+            pipe = self._client.pipeline(transaction=False)
+            for slot in slots[start : start + MARKER_WRITE_CHUNK]:
+                pipe.get(marker_key(slot))
+            if any(marker is None for marker in await pipe.execute()):
+                await self._shard_lost_data()
+                return
+        await self._catch_up(channels)
+
     # -- appends --------------------------------------------------------------------
     async def _append_now(
         self, batch: Sequence[NewEvent], position: SourcePosition | None
