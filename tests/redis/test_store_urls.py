@@ -3,6 +3,9 @@ with the reason."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
 from athena_cdc.config import ConfigError
@@ -42,3 +45,21 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
 def test_a_bad_sentinel_url_is_refused_with_the_reason(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         settings_from("--store", url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://127.0.0.1:1/main/0?sentinel_password=hush", "redis+cluster://127.0.0.1:1"],
+)
+async def test_an_unreachable_sentinel_or_cluster_stops_the_server_with_one_line(
+    url: str,
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "athena_cdc", "serve", "--port", "0", "--store", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 2, text
+    assert "cannot use Redis at" in text and "Traceback" not in text, text
+    assert "hush" not in text  # the Sentinel password is not repeated

@@ -45,7 +45,7 @@ from typing import Any
 
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
@@ -62,9 +62,14 @@ from athena_cdc.log.epoch import new_epoch
 from athena_cdc.log.redis_cache import RecentEvents
 from athena_cdc.log.redis_durability import Durability
 from athena_cdc.log.redis_scripts import APPEND, CONFIRM, FIRST_AT_TS, PRUNE_AGE
-from athena_cdc.log.redis_url import connect
+from athena_cdc.log.redis_url import connect, reason, safe_url
 
 log = logging.getLogger(__name__)
+
+# What a Redis that cannot answer raises (a Cluster with no reachable node raises the
+# second, which is not a RedisError).
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+LIVE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, OSError)
 
 PREFIX = "athena-cdc"
 PARTITIONS = 16  # pub/sub channels; a log channel always uses the same one
@@ -212,9 +217,11 @@ class RedisLog(EventLog):
             await self._client.ping()
             self.epoch = await self._load_epoch()
             await self._check_durability()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             await self._client.aclose()
-            raise RedisConfigError(f"cannot use Redis at {self._safe_url()}: {exc}") from None
+            raise RedisConfigError(
+                f"cannot use Redis at {self._safe_url()}: {reason(exc)}"
+            ) from None
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="redis-live"),
             asyncio.create_task(self._tail_check_forever(), name="redis-tail-check"),
@@ -241,7 +248,7 @@ class RedisLog(EventLog):
         await self._client.aclose()
 
     def _safe_url(self) -> str:
-        return re.sub(r"//[^@/]*@", "//***@", self.url)
+        return safe_url(self.url)
 
     async def _load_epoch(self) -> str:
         """The log's epoch, created with the log: a Redis that lost its data (or a new
@@ -266,7 +273,7 @@ class RedisLog(EventLog):
                         f"{self._safe_url()} is Redis {version}: use none or replicas:N"
                     ) from None
                 raise RedisConfigError(
-                    f"--redis-durability waitaof: {exc} (turn on appendonly yes)"
+                    f"--redis-durability waitaof: {reason(exc)} (turn on appendonly yes)"
                 ) from None
         elif mode.mode == "replicas":
             info = await self._client.info("replication")
@@ -377,9 +384,9 @@ class RedisLog(EventLog):
                 if text.startswith("STALE"):
                     raise StalePosition(text) from None
                 raise
-        except RedisError as exc:
-            self._problem = f"redis: {exc}"
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            self._problem = f"redis: {reason(exc)}"
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
 
     async def _durably(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
         """Run ``script`` and wait until ``--redis-durability`` holds for it: WAITAOF /
@@ -415,9 +422,9 @@ class RedisLog(EventLog):
             args += [channel, partition_of(channel), first, last]
         try:
             await self._durably(self._confirm_script, keys, args)
-        except RedisError as exc:
-            self._problem = f"redis: {exc}"
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            self._problem = f"redis: {reason(exc)}"
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
 
     async def _epoch_changed(self) -> None:
         old = self.epoch
@@ -431,8 +438,8 @@ class RedisLog(EventLog):
     async def get_position(self, source: str) -> str | None:
         try:
             value = await self._client.hget(POSITIONS_KEY, source)
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return None if value is None else value.decode()
 
     # -- live delivery ---------------------------------------------------------------
@@ -547,9 +554,9 @@ class RedisLog(EventLog):
                             await self._deliver(events)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except LIVE_FAILURES as exc:
                 self._pubsub_up.clear()
-                self._problem = f"redis: live delivery lost its connection ({exc})"
+                self._problem = f"redis: live delivery lost its connection ({reason(exc)})"
                 if attempt == 0:
                     log.warning("Redis pub/sub failed: %s; reconnecting", exc)
             except Exception:
@@ -562,7 +569,7 @@ class RedisLog(EventLog):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_primary_soon.wait(), TAIL_CHECK_INTERVAL)
             self._check_primary_soon.clear()
-            with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+            with contextlib.suppress(*REDIS_FAILURES, OSError, StorageUnavailable):
                 await self._follow_primary()
                 await self._client.ping()  # /ready recovers without waiting for a publish
                 if self._pubsub_up.is_set():
@@ -624,12 +631,12 @@ class RedisLog(EventLog):
     async def refresh_bounds(self, channels: Sequence[str]) -> None:
         try:
             await self._catch_up([c for c in dict.fromkeys(channels)])
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             # Redis is down, so nobody appends: what this process delivered of a
             # channel it follows is the channel's extent, and the travel is answered
             # from the cache if it holds the events (else read_channel says so).
             if not all(channel in self._views for channel in channels):
-                raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+                raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
 
     # -- reads -----------------------------------------------------------------------
     def bounds(self, channel: str) -> ChannelBounds:
@@ -732,8 +739,8 @@ class RedisLog(EventLog):
                 if len(entries) < count:
                     break
                 low = events[-1].seq + 1
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return events
 
     # -- retention and stats ---------------------------------------------------------
@@ -754,8 +761,8 @@ class RedisLog(EventLog):
                     if view is not None:
                         view.first = max(view.first, int(meta[0] or 1))
                         view.dropped_ts = int(meta[1]) if meta[1] is not None else None
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return dropped
 
     async def _channel_names(self) -> AsyncIterator[str]:
@@ -770,7 +777,7 @@ class RedisLog(EventLog):
 
     async def _maintain_forever(self) -> None:
         while not self._closing:
-            with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+            with contextlib.suppress(*REDIS_FAILURES, OSError, StorageUnavailable):
                 await self.prune()
                 await self._update_stats()
             await asyncio.sleep(STATS_INTERVAL if self._retention_age is None else 1.0)

@@ -58,6 +58,7 @@ from athena_cdc.log.redis import (
     PARTITIONS,
     POSITIONS_KEY,
     PREFIX,
+    REDIS_FAILURES,
     RedisConfigError,
     RedisLog,
     StalePosition,
@@ -70,6 +71,7 @@ from athena_cdc.log.redis import (
     stream_key,
 )
 from athena_cdc.log.redis_scripts import APPEND_SLOT, NEW_EPOCH
+from athena_cdc.log.redis_url import reason
 
 MARKER_WRITE_CHUNK = 1_024  # marker SETs per pipeline
 
@@ -200,9 +202,9 @@ class RedisClusterLog(RedisLog):
             )
             if position is not None:
                 await self._client.hset(POSITIONS_KEY, position.source, position.position)
-        except RedisError as exc:
-            self._problem = f"redis: {exc}"
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            self._problem = f"redis: {reason(exc)}"
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         starts: dict[str, tuple[int, int]] = {}
         for channels, reply in zip(by_slot.values(), replies, strict=True):
             for i, channel in enumerate(channels):
@@ -271,7 +273,7 @@ class RedisClusterLog(RedisLog):
             sends.append(
                 self._client.execute_command("SPUBLISH", partition, message, target_nodes=node)
             )
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await asyncio.gather(*sends)
 
     # -- live delivery --------------------------------------------------------------

@@ -15,6 +15,7 @@ Parsing is kept free of redis-py imports: config.py uses it to check the option.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -24,6 +25,26 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = PLAIN_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES
 DEFAULT_SENTINEL_PORT = 26379
+
+
+def reason(exc: BaseException) -> str:
+    """A redis-py error as one short line: its Sentinel errors embed the client's repr,
+    settings and all (a Sentinel password among them), which must not reach a log line
+    or a 503 body."""
+    text = str(exc)
+    if " : <" in text:
+        head, _, rest = text.partition(" : <")
+        last = rest.rpartition(" - ")[2] if " - " in rest else ""
+        text = f"{head} ({last})" if last else head
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its secrets (the password before ``@``, a Sentinel password), for
+    logs and messages."""
+    url = re.sub(r"//[^@/]*@", "//***@", url)
+    return re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
 
 
 def is_redis_store(store: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 import signal
 import ssl
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
-from athena_cdc.log.redis_url import is_redis_store
+from athena_cdc.log.redis_url import is_redis_store, safe_url
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import close_codes
@@ -185,7 +184,7 @@ class AthenaServer:
             "wss" if self.settings.tls_cert else "ws",
             self.settings.host,
             self.port,
-            re.sub(r"//[^@/]*@", "//***@", self.settings.store),  # no Redis password
+            safe_url(self.settings.store),  # no Redis password
             f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
         )
 
