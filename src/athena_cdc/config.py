@@ -191,16 +191,20 @@ def _publish_key_problem(key: str | None) -> str | None:
 
 
 def parse_store(value: object) -> str:
-    """``memory``, ``sqlite``, or a ``redis://`` / ``rediss://`` URL (kept as given)."""
+    """``memory``, ``sqlite``, or a Redis URL (kept as given): ``redis://``, ``rediss://``,
+    ``redis+sentinel://``, ``redis+cluster://`` (see athena_cdc.log.redis_url)."""
+    from athena_cdc.log.redis_url import check_store_url, is_redis_store
+
     text = str(value).strip()
     if text.lower() in ("memory", "sqlite"):
         return text.lower()
-    scheme, sep, rest = text.partition("://")
-    if sep and scheme.lower() in ("redis", "rediss"):
-        if not rest or rest.startswith("/"):
-            raise ValueError("a Redis URL needs a host: redis://host:port/db")
+    if is_redis_store(text):
+        check_store_url(text)
         return text
-    raise ValueError("expected one of memory, sqlite, or a redis://host:port/db URL")
+    raise ValueError(
+        "expected one of memory, sqlite, a redis://host:port/db URL, "
+        "redis+sentinel://host:port/service/db or redis+cluster://host:port"
+    )
 
 
 def parse_workers(value: object) -> int:
@@ -233,8 +237,9 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite",
         parse_store,
         "event log backend: sqlite (durable, default), memory (lost on restart), or "
-        "redis://host:port/db (also rediss://): Redis/Valkey Streams shared by several "
-        "athena-cdc processes (docs/scaling.md)",
+        "redis://host:port/db (also rediss://, redis+sentinel://host:port,.../service/db, "
+        "redis+cluster://host:port,...): Redis/Valkey Streams shared by several athena-cdc "
+        "processes (docs/scaling.md)",
         group="log",
         metavar="{sqlite,memory,redis://...}",
     ),
@@ -578,6 +583,16 @@ AUTH_OPTIONS: tuple[Option, ...] = (
         group="log",
         metavar="{none,waitaof,replicas:N}",
     ),
+    Option(
+        "redis_cache_bytes",
+        64 * 1024**2,
+        parse_size,
+        "with a Redis store, bytes of recently delivered events each process keeps to "
+        "answer travels while Redis is unreachable (0: none)",
+        group="log",
+        metavar="SIZE",
+        check=lambda v: None if v >= 0 else "must not be negative",
+    ),
 )
 OPTIONS = OPTIONS + AUTH_OPTIONS
 
@@ -631,6 +646,7 @@ class Settings:
     ops_key: str | None = None
     max_subscriptions: int = 1_000
     redis_durability: str = "none"
+    redis_cache_bytes: int = 64 * 1024**2
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None

@@ -23,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="athena-cdc bench",
         description="Benchmark athena-cdc against uWebSockets.js, nats-server, a Node.js ws "
-        "and a naive Python websockets server, on this machine, with the same load generator.",
+        "and a naive Python websockets server, on this machine, with the same load generator. "
+        "('athena-cdc bench redis --help': the Redis store's benchmark.)",
     )
     p.add_argument(
         "scenario",
@@ -177,6 +178,11 @@ def _plot(results: list[dict[str, Any]], folder: Path, merged: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["redis"]:  # the Redis store's own benchmark
+        from athena_cdc.bench.redis_bench import main as redis_main
+
+        return redis_main(argv[1:])
     args = parser().parse_args(argv)
     if args.scenario == "chart":
         _plot([], args.results_dir or repo_root() / "bench" / "results", merged=True)

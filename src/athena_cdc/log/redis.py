@@ -19,8 +19,15 @@ once, whichever process appended them:
 Redis for the channels a travel names, delivering what it finds missing, so that a
 travel ending at ``bounds().last_seq`` and the live events after it meet exactly.
 
-Limits of this first part: one Redis (a primary, optionally with replicas), not
-Cluster -- the append script touches the global keys and every channel of a batch.
+With a durable ``--redis-durability`` an append is announced (the meta's ``ok`` mark
+and the PUBLISH) only once durable, and processes deliver only up to ``ok``. Behind
+Sentinel, a process follows a failover to the new primary (:meth:`_follow_primary`).
+A travel while Redis is down is answered from :mod:`athena_cdc.log.redis_cache` when
+it holds the whole answer.
+
+This class runs on one Redis primary (with replicas, optionally behind Sentinel): its
+append script touches the global keys and every channel of a batch. On a Redis Cluster,
+:class:`athena_cdc.log.redis_cluster.RedisClusterLog` splits that by slot.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from athena_cdc.log.base import (
     EMPTY_BOUNDS,
@@ -52,10 +60,17 @@ from athena_cdc.log.base import (
     StoreConfigError,
 )
 from athena_cdc.log.epoch import new_epoch
+from athena_cdc.log.redis_cache import RecentEvents
 from athena_cdc.log.redis_durability import Durability
-from athena_cdc.log.redis_scripts import APPEND, FIRST_AT_TS, PRUNE_AGE
+from athena_cdc.log.redis_scripts import APPEND, CONFIRM, FIRST_AT_TS, PRUNE_AGE
+from athena_cdc.log.redis_url import connect, reason, safe_url
 
 log = logging.getLogger(__name__)
+
+# What a Redis that cannot answer raises (a Cluster with no reachable node raises the
+# second, which is not a RedisError).
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+LIVE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, OSError)
 
 PREFIX = "athena-cdc"
 PARTITIONS = 16  # pub/sub channels; a log channel always uses the same one
@@ -106,6 +121,13 @@ def position_order(position: str) -> str:
     return f"{int(high, 16):08x}{int(low, 16):08x}{part}"
 
 
+def _encode_batch(channel: str, first: int, ts_ms: int, payloads: Sequence[bytes]) -> bytes:
+    """A batch as the append script PUBLISHes it (see :func:`_decode_batch`)."""
+    name = channel.encode()
+    lengths = b",".join(b"%d" % len(p) for p in payloads)
+    return b"%d %d %d %s\n" % (len(name), first, ts_ms, lengths) + name + b"".join(payloads)
+
+
 def _decode_batch(message: bytes) -> list[Event]:
     """Events from a PUBLISHed batch: ``<len(channel)> <first seq> <ts> <lengths>\\n``,
     the channel, then the payloads back to back."""
@@ -148,6 +170,7 @@ class RedisLog(EventLog):
         retention_events: int = 100_000,
         retention_age: float | None = None,
         durability: str = "none",
+        cache_bytes: int = 64 * 1024**2,
     ) -> None:
         super().__init__()
         self.url = url
@@ -155,13 +178,18 @@ class RedisLog(EventLog):
         self._retention_age = retention_age
         self._durability = Durability.parse(durability)
         # redis-py's asyncio types are sync/async unions that mypy cannot narrow.
-        self._client: Any = aioredis.from_url(  # type: ignore[no-untyped-call]
+        self._client: Any = connect(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=10
         )
         self._append_script = self._client.register_script(APPEND)
+        self._confirm_script = self._client.register_script(CONFIRM)
+        self._primary: Any = None  # with Sentinel: the primary's address last seen
+        self._check_primary_soon = asyncio.Event()
+        self._resubscribe = False  # the primary changed: pub/sub must move to it
         self._prune_script = self._client.register_script(PRUNE_AGE)
         self._first_at_ts_script = self._client.register_script(FIRST_AT_TS)
         self._views: dict[str, _View] = {}
+        self._cache = RecentEvents(cache_bytes)  # for travels while Redis is down
         self._closing = False
         self._queue: collections.deque[
             tuple[Sequence[NewEvent], asyncio.Future[list[Event]]]
@@ -186,9 +214,11 @@ class RedisLog(EventLog):
             await self._client.ping()
             self.epoch = await self._load_epoch()
             await self._check_durability()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             await self._client.aclose()
-            raise RedisConfigError(f"cannot use Redis at {self._safe_url()}: {exc}") from None
+            raise RedisConfigError(
+                f"cannot use Redis at {self._safe_url()}: {reason(exc)}"
+            ) from None
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="redis-live"),
             asyncio.create_task(self._tail_check_forever(), name="redis-tail-check"),
@@ -215,7 +245,7 @@ class RedisLog(EventLog):
         await self._client.aclose()
 
     def _safe_url(self) -> str:
-        return re.sub(r"//[^@/]*@", "//***@", self.url)
+        return safe_url(self.url)
 
     async def _load_epoch(self) -> str:
         """The log's epoch, created with the log: a Redis that lost its data (or a new
@@ -240,7 +270,7 @@ class RedisLog(EventLog):
                         f"{self._safe_url()} is Redis {version}: use none or replicas:N"
                     ) from None
                 raise RedisConfigError(
-                    f"--redis-durability waitaof: {exc} (turn on appendonly yes)"
+                    f"--redis-durability waitaof: {reason(exc)} (turn on appendonly yes)"
                 ) from None
         elif mode.mode == "replicas":
             info = await self._client.info("replication")
@@ -310,6 +340,7 @@ class RedisLog(EventLog):
             position.position if position else "",
             position_order(position.position) if position else "",
             position_order(position.after) if position and position.after else "",
+            "1" if self._durability.mode == "none" else "0",  # announce in the script
         ]
         for channel, items in by_channel.items():
             keys += [stream_key(channel), meta_key(channel)]
@@ -321,6 +352,10 @@ class RedisLog(EventLog):
             channel: (int(reply[2 * i]), int(reply[2 * i + 1]))
             for i, channel in enumerate(by_channel)
         }
+        if self._durability.mode != "none":
+            await self._confirm(
+                [(c, first, first + len(by_channel[c]) - 1) for c, (first, _) in starts.items()]
+            )
         next_seq = {channel: first for channel, (first, _) in starts.items()}
         events: list[Event] = []
         for item in batch:
@@ -331,20 +366,12 @@ class RedisLog(EventLog):
         return events
 
     async def _run_append(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
-        mode = self._durability
         try:
             try:
-                if mode.mode == "none":
+                if self._durability.mode == "none":
                     reply: list[Any] = await self._append_script(keys, args)
                     return reply
-                # WAITAOF / WAIT count the writes of *this* connection: same pipeline.
-                pipe = self._client.pipeline(transaction=False)
-                await self._append_script(keys, args, client=pipe)
-                if mode.mode == "waitaof":
-                    pipe.execute_command("WAITAOF", 1, 0, WAIT_TIMEOUT_MS)
-                else:
-                    pipe.execute_command("WAIT", mode.replicas, WAIT_TIMEOUT_MS)
-                reply, acked = await pipe.execute()
+                return await self._durably(self._append_script, keys, args)
             except ResponseError as exc:
                 text = str(exc)
                 if text.startswith("EPOCH"):
@@ -355,17 +382,47 @@ class RedisLog(EventLog):
                 if text.startswith("STALE"):
                     raise StalePosition(text) from None
                 raise
-        except RedisError as exc:
-            self._problem = f"redis: {exc}"
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            self._problem = f"redis: {reason(exc)}"
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
+
+    async def _durably(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run ``script`` and wait until ``--redis-durability`` holds for it: WAITAOF /
+        WAIT count the writes of *this* connection, so they go in the same pipeline."""
+        mode = self._durability
+        pipe = self._client.pipeline(transaction=False)
+        await script(keys, args, client=pipe)
+        if mode.mode == "waitaof":
+            pipe.execute_command("WAITAOF", 1, 0, WAIT_TIMEOUT_MS)
+        else:
+            pipe.execute_command("WAIT", mode.replicas, WAIT_TIMEOUT_MS)
+        reply, acked = await pipe.execute()
         self._problem = None if self._pubsub_up.is_set() else self._problem
         if mode.mode == "waitaof" and int(acked[0]) < 1:
             raise StorageUnavailable("Redis did not fsync the append to its AOF in time")
         if mode.mode == "replicas" and int(acked) < mode.replicas:
+            self._check_primary_soon.set()  # a failover makes WAIT fail: look at once
             raise StorageUnavailable(
                 f"only {int(acked)} of {mode.replicas} Redis replicas acknowledged the append"
             )
-        return reply
+        return list(reply) if isinstance(reply, list) else [reply]
+
+    async def _confirm(self, ranges: list[tuple[str, int, int]]) -> None:
+        """With a durable mode: announce appended ``(channel, first, last)`` ranges (move
+        the meta's ``ok`` and PUBLISH) only now that they are durable, and wait until the
+        announcement is durable too before the 201. So no process ever delivers an event
+        that a failover or crash could still take back (and whose seq would then be
+        handed out again under the same epoch)."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        for channel, first, last in ranges:
+            keys += [stream_key(channel), meta_key(channel)]
+            args += [channel, partition_of(channel), first, last]
+        try:
+            await self._durably(self._confirm_script, keys, args)
+        except REDIS_FAILURES as exc:
+            self._problem = f"redis: {reason(exc)}"
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
 
     async def _epoch_changed(self) -> None:
         old = self.epoch
@@ -373,13 +430,14 @@ class RedisLog(EventLog):
         if epoch != old:
             log.warning("the Redis log's epoch changed (%s -> %s): it lost its data", old, epoch)
             self._views.clear()
+            self._cache.clear()
             self.on_epoch_change(self.epoch)
 
     async def get_position(self, source: str) -> str | None:
         try:
             value = await self._client.hget(POSITIONS_KEY, source)
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return None if value is None else value.decode()
 
     # -- live delivery ---------------------------------------------------------------
@@ -402,6 +460,15 @@ class RedisLog(EventLog):
             if channel in self._views or not self.interest(channel):
                 self._deliver_if_next(channel_events)
 
+    def _already_delivered(self, message: bytes) -> bool:
+        """Whether a PUBLISHed batch holds nothing new, from its header alone: building
+        the events of a 1,000-event batch only to drop them cost a third of a batch
+        append's time in the appending process."""
+        header, _, body = message.partition(b"\n")
+        name_len, first, _, lengths = header.split(b" ")
+        view = self._views.get(body[: int(name_len)].decode())
+        return view is not None and int(first) + lengths.count(b",") <= view.last
+
     def _deliver_if_next(self, events: list[Event]) -> bool:
         """Deliver one channel's contiguous ``events`` if they follow the cursor (what
         is already delivered is cut off); False when there is a gap before them."""
@@ -421,6 +488,7 @@ class RedisLog(EventLog):
         if excess > view.first:
             view.first = excess
         self._delivered_since_stats += len(fresh)
+        self._cache.add(fresh)
         self._notify(fresh)
         return True
 
@@ -438,54 +506,96 @@ class RedisLog(EventLog):
             view.last = events[0].seq - 1  # gone from Redis too: nothing left to fill
         self._deliver_if_next(events)
 
+    @contextlib.asynccontextmanager
+    async def _live_messages(self) -> AsyncIterator[Callable[[], Awaitable[bytes | None]]]:
+        """Subscribe to the partitions; yield a function that returns the next published
+        batch, or None after a second without one. Raises on a lost connection."""
+        pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*(f"{PREFIX}:live:{n}" for n in range(PARTITIONS)))
+
+            async def next_batch() -> bytes | None:
+                # A bounded wait: a blocking read would time out after the socket
+                # timeout of an idle connection.
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    return None
+                data: bytes = message["data"]
+                return data
+
+            yield next_batch
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
     async def _listen_forever(self) -> None:
         attempt = 0
         while not self._closing:
-            pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*(f"{PREFIX}:live:{n}" for n in range(PARTITIONS)))
-                self._pubsub_up.set()
-                if attempt:
-                    log.info("Redis pub/sub is back: checking channels for missed events")
-                    stored = await self._client.get(EPOCH_KEY)
-                    if stored is None or stored.decode() != self.epoch:
-                        await self._epoch_changed()  # Redis came back without its data
-                    await self._tail_check(all_channels=True)
-                self._problem = None
-                attempt = 0
-                while not self._closing:
-                    # A bounded wait: a blocking read would time out after the
-                    # socket timeout of an idle connection.
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    events = _decode_batch(message["data"])
-                    async with self._delivering:
-                        await self._deliver(events)
+                async with self._live_messages() as next_batch:
+                    self._pubsub_up.set()
+                    if attempt:
+                        log.info("Redis pub/sub is back: checking channels for missed events")
+                        stored = await self._client.get(EPOCH_KEY)
+                        if stored is None or stored.decode() != self.epoch:
+                            await self._epoch_changed()  # Redis came back without its data
+                        await self._tail_check(all_channels=True)
+                    self._problem = None
+                    attempt = 0
+                    while not self._closing:
+                        data = await next_batch()
+                        if self._resubscribe:
+                            self._resubscribe = False
+                            raise RedisConnectionError("the primary changed")
+                        if data is None or self._already_delivered(data):
+                            continue  # e.g. our own append, delivered when Redis answered
+                        events = _decode_batch(data)
+                        async with self._delivering:
+                            await self._deliver(events)
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
                 raise
-            except (RedisError, OSError) as exc:
+            except LIVE_FAILURES as exc:
                 self._pubsub_up.clear()
-                self._problem = f"redis: live delivery lost its connection ({exc})"
+                self._problem = f"redis: live delivery lost its connection ({reason(exc)})"
                 if attempt == 0:
                     log.warning("Redis pub/sub failed: %s; reconnecting", exc)
             except Exception:
                 log.exception("Redis live delivery failed; reconnecting")
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
             await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
             attempt += 1
 
     async def _tail_check_forever(self) -> None:
         while not self._closing:
-            await asyncio.sleep(TAIL_CHECK_INTERVAL)
-            with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_primary_soon.wait(), TAIL_CHECK_INTERVAL)
+            self._check_primary_soon.clear()
+            with contextlib.suppress(*REDIS_FAILURES, OSError, StorageUnavailable):
+                await self._follow_primary()
                 await self._client.ping()  # /ready recovers without waiting for a publish
                 if self._pubsub_up.is_set():
                     self._problem = None
+                # pub/sub may have reconnected by itself (redis-py retries) to a Redis
+                # that lost its data: the epoch is checked here too, not only on our own
+                # reconnects.
+                stored = await self._client.get(EPOCH_KEY)
+                if stored is None or stored.decode() != self.epoch:
+                    await self._epoch_changed()
                 await self._tail_check(all_channels=False)
+
+    async def _follow_primary(self) -> None:
+        """With Sentinel: when the Sentinels name another primary (a failover), drop every
+        connection to the old one -- it may still take writes until Sentinel demotes it,
+        and they would be lost -- and move pub/sub to the new one."""
+        pool = self._client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        address = await pool.sentinel_manager.discover_master(pool.service_name)
+        if self._primary is not None and address != self._primary:
+            log.warning("Redis failover: the primary is now %s:%s", *address)
+            pool.master_address = address
+            await pool.disconnect(inuse_connections=True)
+            self._resubscribe = True
+        self._primary = address
 
     async def _tail_check(self, all_channels: bool) -> None:
         """Fill what pub/sub did not bring: compare each channel's last seq in Redis with
@@ -498,11 +608,13 @@ class RedisLog(EventLog):
             chunk = channels[start : start + 256]
             pipe = self._client.pipeline(transaction=False)
             for channel in chunk:
-                pipe.hmget(meta_key(channel), "seq", "first", "dts")
+                pipe.hmget(meta_key(channel), "ok", "seq", "first", "dts")
             metas = await pipe.execute()
             async with self._delivering:
-                for channel, (seq, first, dts) in zip(chunk, metas, strict=True):
-                    last = int(seq or 0)
+                for channel, (ok, seq, first, dts) in zip(chunk, metas, strict=True):
+                    # Up to what is announced (with a durable mode: durable), not what
+                    # is merely assigned; a log written before ``ok`` existed has seq.
+                    last = int(ok if ok is not None else seq or 0)
                     view = self._views.get(channel)
                     if view is None:
                         # Never delivered here: nobody here waits for older events.
@@ -519,8 +631,12 @@ class RedisLog(EventLog):
     async def refresh_bounds(self, channels: Sequence[str]) -> None:
         try:
             await self._catch_up([c for c in dict.fromkeys(channels)])
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            # Redis is down, so nobody appends: what this process delivered of a
+            # channel it follows is the channel's extent, and the travel is answered
+            # from the cache if it holds the events (else read_channel says so).
+            if not all(channel in self._views for channel in channels):
+                raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
 
     # -- reads -----------------------------------------------------------------------
     def bounds(self, channel: str) -> ChannelBounds:
@@ -552,6 +668,44 @@ class RedisLog(EventLog):
     ) -> list[Event]:
         if limit <= 0:
             return []
+        args = (channel, since_seq, since_ts_ms, limit, newest, until_seq)
+        if not self._pubsub_up.is_set():  # Redis is likely down: no need to wait for it
+            cached = self._from_cache(*args)
+            if cached is not None:
+                return cached
+        try:
+            return await self._read_redis(*args)
+        except StorageUnavailable:
+            cached = self._from_cache(*args)
+            if cached is None:
+                raise
+            return cached
+
+    def _from_cache(
+        self,
+        channel: str,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+        until_seq: int | None,
+    ) -> list[Event] | None:
+        view = self._views.get(channel)
+        if view is None:
+            return None
+        return self._cache.read(
+            channel, view.first, view.last, since_seq, since_ts_ms, limit, newest, until_seq
+        )
+
+    async def _read_redis(
+        self,
+        channel: str,
+        since_seq: int | None,
+        since_ts_ms: int | None,
+        limit: int,
+        newest: bool,
+        until_seq: int | None,
+    ) -> list[Event]:
         low = (since_seq or 0) + 1
         high = "+" if until_seq is None else f"{until_seq}-0"
         key = stream_key(channel)
@@ -585,8 +739,8 @@ class RedisLog(EventLog):
                 if len(entries) < count:
                     break
                 low = events[-1].seq + 1
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return events
 
     # -- retention and stats ---------------------------------------------------------
@@ -607,8 +761,8 @@ class RedisLog(EventLog):
                     if view is not None:
                         view.first = max(view.first, int(meta[0] or 1))
                         view.dropped_ts = int(meta[1]) if meta[1] is not None else None
-        except RedisError as exc:
-            raise StorageUnavailable(f"Redis is unavailable ({exc})") from None
+        except REDIS_FAILURES as exc:
+            raise StorageUnavailable(f"Redis is unavailable ({reason(exc)})") from None
         return dropped
 
     async def _channel_names(self) -> AsyncIterator[str]:
@@ -623,7 +777,7 @@ class RedisLog(EventLog):
 
     async def _maintain_forever(self) -> None:
         while not self._closing:
-            with contextlib.suppress(RedisError, OSError, StorageUnavailable):
+            with contextlib.suppress(*REDIS_FAILURES, OSError, StorageUnavailable):
                 await self.prune()
                 await self._update_stats()
             await asyncio.sleep(STATS_INTERVAL if self._retention_age is None else 1.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 import signal
 import ssl
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +23,7 @@ from athena_cdc.config import Settings
 from athena_cdc.hub.hub import Hub
 from athena_cdc.log.base import EventLog
 from athena_cdc.log.memory import MemoryLog
+from athena_cdc.log.redis_url import is_redis_store, safe_url
 from athena_cdc.log.sqlite import SqliteLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import close_codes
@@ -69,14 +69,17 @@ def make_log(settings: Settings, owner: OwnerLink | None = None) -> EventLog:
             retention_age=settings.retention_age,
             memory_limit=settings.memory_limit,
         )
-    if settings.store.startswith(("redis://", "rediss://")):
+    if is_redis_store(settings.store):
         from athena_cdc.log.redis import RedisLog
+        from athena_cdc.log.redis_cluster import RedisClusterLog
+        from athena_cdc.log.redis_url import is_cluster
 
-        return RedisLog(
+        return (RedisClusterLog if is_cluster(settings.store) else RedisLog)(
             settings.store,
             retention_events=settings.retention_events,
             retention_age=settings.retention_age,
             durability=settings.redis_durability,
+            cache_bytes=settings.redis_cache_bytes,
         )
     return SqliteLog(
         settings.data_dir,
@@ -220,7 +223,7 @@ class AthenaServer:
             "wss" if self.settings.tls_cert else "ws",
             self.settings.host,
             self.port,
-            re.sub(r"//[^@/]*@", "//***@", self.settings.store),  # no Redis password
+            safe_url(self.settings.store),  # no Redis password
             f", data dir: {self.settings.data_dir}" if self.settings.store == "sqlite" else "",
         )
 
