@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def npm_chromium() -> Path:
         )
     node_cmd, npm_cmd = node_and_npm()
     CACHE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    # A session killed mid-install leaves its staging directory (up to 300 MB) behind.
+    for stale in CACHE_DIR.parent.glob("chromium-install-*"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     # Built aside and renamed into place, so an interrupted install is never taken as done.
     staging = Path(tempfile.mkdtemp(prefix="chromium-install-", dir=CACHE_DIR.parent))
     try:
