@@ -1,4 +1,5 @@
-"""The test extra alone provides what the tests run besides Python: PostgreSQL and Node.js."""
+"""The test extra alone provides what the tests run besides Python: PostgreSQL and Node.js;
+and through Node's npm, Chromium."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import toolchain
+from tests.support import browser, toolchain
 
 
 def run(*argv: str) -> str:
@@ -68,3 +69,28 @@ def test_a_wheel_where_the_server_user_cannot_reach_is_run_from_a_copy(tmp_path:
         assert run("runuser", "-u", user, "--", str(usable / "postgres"), "--version")
     finally:
         shutil.rmtree(usable.parents[2], ignore_errors=True)
+
+
+def test_the_switch_makes_the_browser_tests_use_the_npm_registrys_chromium(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    own = tmp_path / "own-chromium"
+    own.write_text("#!/bin/sh\n")
+    own.chmod(0o755)
+    monkeypatch.setenv(browser.CHROMIUM_ENV, str(own))
+    monkeypatch.delenv(toolchain.USE_WHEELS_ENV, raising=False)
+    assert browser.chromium_executable() == str(own)
+    monkeypatch.setenv(toolchain.USE_WHEELS_ENV, "1")  # the variable is ignored then
+    executable = browser.chromium_executable()
+    assert executable == str(browser.npm_chromium())
+    major = browser.NPM_VERSION.split(".")[0]  # the package's major is Chromium's
+    assert run(executable, "--version").startswith(f"Chromium {major}.")
+
+
+def test_a_chromium_that_is_not_executable_is_named_in_the_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(toolchain.USE_WHEELS_ENV, raising=False)
+    monkeypatch.setenv(browser.CHROMIUM_ENV, str(tmp_path / "nothing-here"))
+    with pytest.raises(toolchain.ToolMissing, match=r"ATHENA_CDC_CHROMIUM=.*not an executable"):
+        browser.chromium_executable()

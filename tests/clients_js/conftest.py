@@ -4,7 +4,6 @@ clients a test starts (helpers in _support.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.clients_js._support import PACKAGE_DIR, JsClient
+from tests.support.browser import chromium_executable
 from tests.support.toolchain import ToolMissing, node_and_npm
 
 
@@ -52,13 +52,9 @@ async def js_clients() -> AsyncIterator[list[JsClient]]:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The machine's Chromium (Debian's package; playwright-core never downloads one):
-    ``ATHENA_CDC_CHROMIUM``, else ``chromium`` on PATH."""
-    found = os.environ.get("ATHENA_CDC_CHROMIUM") or shutil.which("chromium")
-    if not found:
-        pytest.fail(
-            "Chromium not found for the browser test: install Debian's package "
-            "(apt-get install -y chromium) or set ATHENA_CDC_CHROMIUM",
-            pytrace=False,
-        )
-    return found
+    """Chromium for playwright-core (which never downloads one): tests/support/browser.py's
+    choice -- the machine's, else the npm registry's."""
+    try:
+        return chromium_executable()
+    except ToolMissing as exc:
+        pytest.fail(f"the browser test needs Chromium: {exc}", pytrace=False)
