@@ -306,7 +306,8 @@ OPTIONS: tuple[Option, ...] = (
         "publish_key",
         None,
         parse_str,
-        "if set, POST /events requires the header X-Athena-Key with this value",
+        "if set, POST /events requires the header X-Athena-Key with this value "
+        "(a WebSocket publish message: on the upgrade request)",
         metavar="KEY",
         check=_publish_key_problem,
         secret=True,
@@ -325,6 +326,16 @@ OPTIONS: tuple[Option, ...] = (
         parse_optional_rate,
         "messages per second a WebSocket client may send, travels and subscribes included "
         "(bursts of ten seconds' worth); none or 0 turns the limit off",
+        metavar="N",
+        check=lambda v: None if v is None or v > 0 else "must be positive, or none",
+    ),
+    Option(
+        "publish_rate_limit",
+        10_000.0,
+        parse_optional_rate,
+        "events per second one WebSocket connection may publish with publish messages "
+        "(bursts of ten seconds' worth; they do not count against --client-rate-limit); "
+        "none or 0 turns the limit off",
         metavar="N",
         check=lambda v: None if v is None or v > 0 else "must be positive, or none",
     ),
@@ -614,6 +625,7 @@ class Settings:
     publish_key: str | None = None
     slow_consumer_limit: int = 4 * 1024**2
     client_rate_limit: float | None = 100.0
+    publish_rate_limit: float | None = 10_000.0
     ping_interval: float = 30.0
     shutdown_timeout: float = 10.0
     workers: int = 1

@@ -7,6 +7,7 @@ in a few seconds, plus unit checks of its pure parts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import AsyncIterator
@@ -108,6 +109,20 @@ async def test_tenants_counts_every_client_of_every_channel(bench: Bench) -> Non
     assert row["server_cpu_s"] >= 0 and row["us_per_publish"] is not None
 
 
+@pytest.mark.timeout(60)
+async def test_tenants_publish_via_ws_runs_athena_once_per_publish_path(bench: Bench) -> None:
+    tenants = SCENARIOS["tenants"]
+    params = {**tenants.defaults, "channels": 12, "subscribers": 2, "producers": 3,
+              "rate": 300, "duration_s": 0.4, "warmup_s": 0.1, "timeout": 10.0}
+    both = dataclasses.replace(bench, publish_via=("http", "ws"))
+    rows = await run_scenario(both, tenants, params)
+    assert [row["server"] for row in rows] == ["athena/memory", "athena/memory+ws"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["published"] == 120 and row["expected"] == row["received"] == 240
+        assert row["complete"] is True and row["gaps"] == row["duplicates"] == 0
+
+
 class _Sent:
     """Where a client's frames go: the NATS parser answers the server's PINGs."""
 
@@ -142,3 +157,15 @@ def test_tenants_judge_compares_memory_with_uws_and_sqlite_with_memory() -> None
     assert verdict["ratios"]["athena/memory vs uws"] == pytest.approx(1.2)
     rows[1] = {**rows[1], "server_cpu_s": 1.6}
     assert judge("tenants", rows)["pass"] is False
+
+
+def test_tenants_judge_judges_each_publish_path_against_the_same_uws() -> None:
+    row = {"p99_ms": 1.5, "p50_ms": 0.5, "complete": True, "publish_rate": 2000.0}
+    rows = [{"server": "athena/memory", **row, "server_cpu_s": 2.0},
+            {"server": "athena/memory+ws", **row, "server_cpu_s": 1.0},
+            {"server": "uws", **row, "server_cpu_s": 1.2}]
+    verdict = judge("tenants", rows)
+    assert verdict["pass"] is False  # the HTTP path misses its target
+    assert "WebSocket publish: memory p99" in verdict["detail"]
+    assert verdict["ratios"]["athena/memory+ws vs uws"] == pytest.approx(1.2)
+    assert judge("tenants", rows[1:])["pass"] is True

@@ -28,7 +28,8 @@ from athena_cdc.protocol.messages import (
     channel_problem,
     parse_client_message,
 )
-from athena_cdc.sources.http_publish import PublishError, parse_events
+from athena_cdc.sources.http_publish import error_response, parse_events
+from athena_cdc.sources.publish_batch import PublishError
 from tests.support.servers import http_url, running_server, ws_url
 
 CODES = {"invalid_json", "invalid_message", "unknown_type", "invalid_field"}
@@ -182,7 +183,7 @@ def check_publish_body(body: bytes) -> int:
         events = parse_events(body)
     except PublishError as error:
         assert 400 <= error.status < 500, error.status
-        assert strict_loads(error.response().body)["error"] == error.error  # type: ignore[arg-type]
+        assert strict_loads(error_response(error).body)["error"] == error.error  # type: ignore[arg-type]
         if error.error == "invalid_json":
             # Refused as JSON only if a strict parser refuses it too, or for the
             # documented limits: nesting, and text that is not Unicode.

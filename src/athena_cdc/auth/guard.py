@@ -166,7 +166,7 @@ class Guard:
         otherwise, with auth on, the bearer token's ``publish`` patterns; with neither
         configured, anyone anywhere.
         """
-        if self.publish_key is not None and hmac.compare_digest(key, self.publish_key.encode()):
+        if self.publish_key_matches(key):
             return EVERYTHING
         if self.verifier is None:
             if self.publish_key is None:
@@ -181,6 +181,30 @@ class Guard:
         if token is None and key:
             raise self._denied(unauthorized(f"Wrong {KEY_HEADER} header.", "publish_key"))
         return self._verify(token).publish
+
+    def publish_key_matches(self, key: bytes) -> bool:
+        """Whether ``key`` (a header's bytes as sent) is the configured publish key."""
+        return self.publish_key is not None and hmac.compare_digest(
+            key, self.publish_key.encode()
+        )
+
+    def connection_publisher(self, grant: Grant, key_matches: bool) -> ChannelPatterns:
+        """The channels a WebSocket connection may publish to (its ``publish`` messages),
+        or raise :class:`Refused` (401): the rules of :meth:`publisher`, with the key
+        sent on the upgrade request and the connection's token in force (``grant``)."""
+        if key_matches:
+            return EVERYTHING
+        if self.verifier is None:
+            if self.publish_key is None:
+                return EVERYTHING
+            raise self._denied(
+                unauthorized(
+                    f"Missing or wrong {KEY_HEADER} header on the WebSocket upgrade; "
+                    "send the server's publish key.",
+                    "publish_key",
+                )
+            )
+        return grant.publish
 
     def check_publish(self, allowed: ChannelPatterns, channels: Iterable[str]) -> None:
         """All or nothing: every channel of a batch must be allowed (403 otherwise)."""

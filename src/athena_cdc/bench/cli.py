@@ -72,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
         help="run athena-cdc with auth on (--jwt-secret); clients and producers send a token",
     )
     p.add_argument(
+        "--publish-via",
+        choices=["http", "ws", "both"],
+        default="http",
+        help="how athena-cdc's producers publish in tenants: POST /events, the WebSocket "
+        "publish message, or both (one run each; other servers always POST) [default: http]",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="record the athena-cdc server with py-spy (into the results folder)",
@@ -144,6 +151,7 @@ async def run(args: argparse.Namespace) -> int:
                 athena_args,
                 say=lambda text: print(text, file=sys.stderr, flush=True),
                 profile_dir=results_dir if args.profile else None,
+                publish_via=("http", "ws") if args.publish_via == "both" else (args.publish_via,),
             )
             started = time.monotonic()
             rows = await run_scenario(bench, scenario, params)

@@ -13,6 +13,10 @@ is ~25 events per POST. If a POST takes longer than the interval the next one ca
 :func:`publish_producers` instead runs several producers side by side, each publishing
 one event per request on its own schedule (the many-tenants shape).
 
+:class:`WsPublisher` publishes to athena-cdc with the WebSocket ``publish`` message over
+one connection per producer (``--publish-via ws``): the same events and the same wait
+for the answer (``published``, sent once the events are durable, as the 201 is).
+
 The ``nats`` baseline has no ``POST /events``: :class:`NatsPublisher` publishes over NATS's
 TCP protocol (``PUB`` per event, then ``PING``; the ``PONG`` means the server has handled
 them, which stands for the 201), and since core NATS assigns no seq, it assigns seq and
@@ -22,9 +26,12 @@ ts itself, per channel, from counters shared by every publisher of the run.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import random
+import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -177,8 +184,108 @@ class NatsPublisher:
             self._writer = None
 
 
+class WsPublisher:
+    """One WebSocket connection to athena-cdc's ``/ws`` publishing with ``publish`` messages.
+
+    Hand-written like :class:`Publisher` (the load generator's cost stays small). Frames
+    are masked with the key 0: masking is required of a client (RFC 6455 §5.3), a random
+    key only of browsers, and XOR with 0 leaves the bytes as they are. Publishes may be
+    sent without waiting (``publish`` called again before the last returned): a reader
+    task hands each answer to its publish, in order.
+    """
+
+    def __init__(self, host: str, port: int, name: str) -> None:
+        self.host = host
+        self.port = port
+        self.name = name
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._id = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self._answers: asyncio.Task[None] | None = None
+        self._auth = "".join(f"{k}: {v}\r\n" for k, v in bench_auth.headers().items())
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=64 * 1024**2
+        )
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nX-Athena-Client: {self.name}\r\n"
+            f"{self._auth}\r\n".encode()
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise HttpError(f"the upgrade was answered {head[:200]!r}")
+        await self._message()  # "subscribed" (to the producer's own, silent, channel)
+        self._answers = asyncio.create_task(self._read_answers())
+
+    async def _read_answers(self) -> None:
+        try:
+            while True:
+                answer = orjson.loads(await self._message())
+                waiting = self._waiting.pop(answer.get("id"), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
+        except (HttpError, OSError, asyncio.IncompleteReadError) as exc:
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(HttpError(f"the WebSocket failed: {exc!r}"))
+
+    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+        if self._writer is None:
+            await self.connect()
+        assert self._writer is not None
+        self._id += 1
+        answered = self._waiting[self._id] = asyncio.get_running_loop().create_future()
+        body = orjson.dumps({"type": "publish", "id": self._id, "events": list(events)})
+        size = len(body)
+        if size < 126:
+            head = struct.pack("!BB", 0x81, 0x80 | size)
+        elif size < 65536:
+            head = struct.pack("!BBH", 0x81, 0x80 | 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
+        self._writer.write(head + b"\0\0\0\0" + body)
+        answer = await answered
+        if answer.get("status") != "published":
+            raise HttpError(f"publish answered {answer}")
+        acks: list[dict[str, object]] = answer["events"]
+        return acks
+
+    async def _message(self) -> bytes:
+        """The next text message (server frames are not masked nor, here, fragmented)."""
+        assert self._reader is not None and self._writer is not None
+        while True:
+            first, second = await self._reader.readexactly(2)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await self._reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await self._reader.readexactly(8))
+            data = await self._reader.readexactly(size)
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                return data
+            if opcode == 0x9:  # ping: pong with the same data
+                self._writer.write(struct.pack("!BB", 0x8A, 0x80 | len(data)) + b"\0" * 4 + data)
+            elif opcode == 0x8:
+                raise HttpError(f"the server closed the WebSocket: {data[:200]!r}")
+
+    async def close(self) -> None:
+        if self._answers is not None:
+            self._answers.cancel()
+            self._answers = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 class EventPublisher(Protocol):
-    """What the scenarios publish with: :class:`Publisher` or :class:`NatsPublisher`."""
+    """What the scenarios publish with: :class:`Publisher`, :class:`WsPublisher` or
+    :class:`NatsPublisher`."""
 
     async def connect(self) -> None: ...
     async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]: ...
@@ -246,6 +353,7 @@ async def publish_producers(
     events: int,
     pad: int,
     say: Callable[[str], None] | None = None,
+    pipelined: bool = False,
 ) -> PublishReport:
     """``events`` single-event publishes at ``rate`` in all, shared by the producers.
 
@@ -254,6 +362,8 @@ async def publish_producers(
     ``len(publishers) / rate`` seconds; a producer that falls behind sends its next
     event as soon as the previous one is answered (never two in one request), so a
     server that cannot keep up shows as a longer run (``report.rate`` below ``rate``).
+    ``pipelined`` (WebSocket publishers only): each publish leaves on schedule without
+    waiting for the previous answer; the run ends when every answer is in.
     """
     report = PublishReport()
     count = len(publishers)
@@ -271,10 +381,19 @@ async def publish_producers(
             channel = pick()
             report.per_channel[channel] = report.per_channel.get(channel, 0) + 1
             sent = time.monotonic()
-            await publishers[k].publish([{"organization_id": channel, "payload": payload(pad)}])
-            report.post_ms.append((time.monotonic() - sent) * 1000)
-            report.events += 1
-            report.posts += 1
+            publishing = publishers[k].publish(
+                [{"organization_id": channel, "payload": payload(pad)}]
+            )
+            if pipelined:
+                in_flight.append(asyncio.create_task(answered(publishing, sent)))
+            else:
+                await answered(publishing, sent)
+
+    async def answered(publishing: Awaitable[object], sent: float) -> None:
+        await publishing
+        report.post_ms.append((time.monotonic() - sent) * 1000)
+        report.events += 1
+        report.posts += 1
 
     async def progress() -> None:
         while True:
@@ -283,9 +402,11 @@ async def publish_producers(
                 elapsed = time.monotonic() - start
                 say(f"  {elapsed:4.1f} s: {report.events:,} of {events:,} published")
 
+    in_flight: list[asyncio.Task[None]] = []
     ticker = asyncio.create_task(progress())
     try:
         await asyncio.gather(*(produce(k) for k in range(count)))
+        await asyncio.gather(*in_flight)
     finally:
         ticker.cancel()
     report.seconds = time.monotonic() - start

@@ -24,6 +24,7 @@ from athena_cdc.bench.publisher import (
     EventPublisher,
     NatsPublisher,
     Publisher,
+    WsPublisher,
     pad_for,
     payload,
     publish_paced,
@@ -47,6 +48,9 @@ class Bench:
     athena_args: list[str] = field(default_factory=list)
     say: Callable[[str], None] = print
     profile_dir: Path | None = None  # py-spy the athena-cdc server into this folder
+    # How athena-cdc's producers publish in the scenarios that take it (tenants): each
+    # is a run of its own, "ws" labelled "+ws"; the other servers always take HTTP.
+    publish_via: tuple[str, ...] = ("http",)
 
     def runs(self, stores: list[str]) -> list[tuple[str, str]]:
         return [(k, s) for k, s in self.servers if k != "athena" or s in stores]
@@ -63,13 +67,21 @@ class Scenario:
     target: str
     stores: tuple[str, ...] = ("memory",)
     own_server: bool = False  # the scenario starts (and restarts) the server itself
+    publish_via: bool = False  # its producers can publish over a WebSocket (--publish-via)
 
 
 async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list[Row]:
     """Run ``scenario`` once per server; a failing server yields a row with ``error``."""
     rows: list[Row] = []
-    for kind, store in bench.servers:
+    runs = [
+        (kind, store, via)
+        for kind, store in bench.servers
+        for via in (bench.publish_via if kind == "athena" and scenario.publish_via else ("http",))
+    ]
+    for kind, store, via in runs:
         label = f"athena/{store}" if kind == "athena" else kind
+        label += "+ws" if via == "ws" else ""
+        params = {**params, "publish_via": via}
         bench.say(f"[{scenario.name}] {label} ...")
         try:
             if scenario.own_server:
@@ -135,9 +147,12 @@ async def _connect(
     return result
 
 
-async def _publisher(server: ServerHandle) -> EventPublisher:
+async def _publisher(server: ServerHandle, via: str = "http", name: str = "") -> EventPublisher:
+    """A connected publisher; ``via="ws"``: athena-cdc's WebSocket ``publish`` message."""
     publisher: EventPublisher
-    if server.kind == "nats":
+    if via == "ws" and server.kind == "athena":
+        publisher = WsPublisher(server.host, server.ws_port, name or "producer")
+    elif server.kind == "nats":
         publisher = NatsPublisher(server.host, server.tcp_port, server.publisher_seqs)
     else:
         publisher = Publisher(server.host, server.http_port)
@@ -261,18 +276,24 @@ async def tenants(bench: Bench, server: ServerHandle, p: Params) -> Row:
     names = [name for name in channels for _ in range(p["subscribers"])]
     await _connect(bench, server, names, parse_every=p["parse_every"])
     producers = p["producers"]
-    publishers = [await _publisher(server) for _ in range(producers)]
+    publishers = [
+        await _publisher(server, p["publish_via"], f"producer-{k}") for k in range(producers)
+    ]
+    # Only a WebSocket producer can send its next publish before the last is answered.
+    pipelined = bool(p["pipelined"]) and isinstance(publishers[0], WsPublisher)
     shares = [channels[k::producers] for k in range(producers)]
     pad, lg = pad_for(p["payload_bytes"]), bench.loadgen
     try:
         if p["warmup_s"] > 0:  # connections, caches and the JIT (Node) warm
             warm = int(p["rate"] * p["warmup_s"])
-            await publish_producers(publishers, shares, p["rate"], warm, pad)
+            await publish_producers(publishers, shares, p["rate"], warm, pad, pipelined=pipelined)
             await asyncio.sleep(0.5)
         await lg.reset()
         total = int(p["rate"] * p["duration_s"])
         cpu0, ticks0, own0 = server.cpu_seconds(), machine_ticks(), own_cpu_seconds()
-        report = await publish_producers(publishers, shares, p["rate"], total, pad, say=bench.say)
+        report = await publish_producers(
+            publishers, shares, p["rate"], total, pad, say=bench.say, pipelined=pipelined
+        )
         usage = machine_usage(ticks0, machine_ticks())
         producer_cpu = own_cpu_seconds() - own0
         expected = {name: report.per_channel.get(name, 0) for name in channels}
@@ -541,10 +562,12 @@ SCENARIOS: dict[str, Scenario] = {
                 "payload_bytes": 200,
                 "parse_every": 1,
                 "timeout": 30.0,
+                "pipelined": 0,  # 1: WebSocket producers do not wait for each answer
             },
             "athena-cdc memory uses <= uWebSockets.js's server CPU; sqlite <= 1.5x memory "
             "and holds the rate; p99 <= 2 ms memory, <= 5 ms sqlite",
             stores=("memory", "sqlite"),
+            publish_via=True,
         ),
         Scenario(
             "burst",

@@ -59,9 +59,26 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
 
 
 def _tenants(rows: list[Row]) -> tuple[bool | None, str]:
+    """Each publish path of athena-cdc run (HTTP, and ``+ws`` rows with ``--publish-via``)
+    against the targets; uws publishes over HTTP in both."""
+    verdicts = [
+        (path, _tenants_via(rows, suffix))
+        for path, suffix in (("HTTP", ""), ("WebSocket", "+ws"))
+        if _row(rows, f"athena/memory{suffix}") is not None
+    ]
+    if not verdicts:
+        return None, "no athena/memory row"
+    if len(verdicts) == 1:
+        return verdicts[0][1]
+    oks = [ok for _, (ok, _) in verdicts]
+    ok = None if None in oks else all(oks)
+    return ok, "; ".join(f"{path} publish: {detail}" for path, (_, detail) in verdicts)
+
+
+def _tenants_via(rows: list[Row], suffix: str) -> tuple[bool | None, str]:
     memory, sqlite, uws = (
-        _row(rows, "athena/memory"),
-        _row(rows, "athena/sqlite"),
+        _row(rows, f"athena/memory{suffix}"),
+        _row(rows, f"athena/sqlite{suffix}"),
         _row(rows, "uws"),
     )
     if memory is None:

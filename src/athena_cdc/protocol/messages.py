@@ -68,10 +68,20 @@ class Refresh:
     token: str = field(repr=False)  # never in a log line
 
 
-ClientMessage = Travel | Subscribe | Unsubscribe | Ping | Refresh
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Events to append (extension): validated by the rules POST /events follows
+    (:mod:`athena_cdc.sources.publish_batch`), not here."""
+
+    id_json: bytes | None  # the client's correlation id, as JSON, echoed in the answer
+    events: Any  # one event object or an array of them, as parsed; None when absent
+
+
+ClientMessage = Travel | Subscribe | Unsubscribe | Ping | Refresh | Publish
 
 MAX_TOKEN_LENGTH = 8 * 1024
-MESSAGE_TYPES = "travel, subscribe, unsubscribe, ping, refresh"
+MAX_ID_LENGTH = 256
+MESSAGE_TYPES = "travel, subscribe, unsubscribe, ping, refresh, publish"
 
 
 def parse_client_message(data: bytes | str) -> ClientMessage:
@@ -86,6 +96,8 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
     if kind is None and "subscribe_to_organization_id" in obj:
         # The original document's legacy form of subscribe.
         return Subscribe(_required_channel(obj, "subscribe_to_organization_id"))
+    if kind == "publish":  # first: the producers' hot path
+        return Publish(_publish_id(obj), obj.get("events"))
     if kind == "travel":
         return _parse_travel(obj)
     if kind == "subscribe":
@@ -129,6 +141,22 @@ def _parse_travel(obj: dict[str, Any]) -> Travel:
             )
         limit = min(raw_limit, MAX_TRAVEL_LIMIT)
     return Travel(channel, since_seq, since_ts_ms, limit)
+
+
+def _publish_id(obj: dict[str, Any]) -> bytes | None:
+    value = obj.get("id")
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH and not channel_problem(value):
+        return orjson.dumps(value)
+    if _is_int(value) and 0 <= value <= MAX_CURSOR:
+        return b"%d" % value
+    raise ProtocolError(
+        "invalid_field",
+        f'"id" must be an integer from 0 to {MAX_CURSOR} or a string of 1 to '
+        f"{MAX_ID_LENGTH} printable characters.",
+        "id",
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -251,6 +279,16 @@ def forbidden_message(channel: str) -> bytes:
 
 
 PONG_MESSAGE = b'{"status":"pong"}'
+
+
+def published_message(id_json: bytes | None, acks: bytes) -> bytes:
+    """``{"status":"published","id":..,"events":[acks]}``: ``acks`` is already JSON."""
+    return b'{"status":"published","id":%b,"events":[%b]}' % (id_json or b"null", acks)
+
+
+def publish_error_message(id_json: bytes | None, body: dict[str, Any]) -> bytes:
+    """A refused publish: POST /events' error body, as an error message with the id."""
+    return b'{"status":"error","id":%b,%b' % (id_json or b"null", orjson.dumps(body)[1:])
 
 
 def error_message(code: str, message: str, field: str | None = None) -> bytes:

@@ -120,6 +120,7 @@ class AthenaServer:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             rate_limit=settings.client_rate_limit,
+            publish_rate_limit=settings.publish_rate_limit,
             guard=self.guard,
             max_subscriptions=settings.max_subscriptions,
         )

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from athena_cdc import slicing
-from athena_cdc.auth.guard import Guard, Refused
+from athena_cdc.auth.guard import KEY_HEADER, Guard, Refused
 from athena_cdc.auth.tokens import TokenRejected
 from athena_cdc.hub.connection import Connection
 from athena_cdc.hub.hub import Hub
@@ -37,6 +37,8 @@ from athena_cdc.server.frame_guard import GuardedWebSocketResponse
 from athena_cdc.server.keepalive import KeepAlive
 from athena_cdc.server.rate_limit import RateLimiter
 from athena_cdc.slicing import TimeSlice
+from athena_cdc.sources.http_publish import raw_header
+from athena_cdc.sources.ws_publish import ConnectionPublisher
 
 log = logging.getLogger(__name__)
 failures = RateLimitedLog(log)  # one bug, hit by every client, is one record a second
@@ -60,6 +62,7 @@ class WebSocketEndpoint:
         ping_interval: float,
         ping_timeout: float = 45.0,
         rate_limit: float | None = None,
+        publish_rate_limit: float | None = None,
         guard: Guard | None = None,
         max_subscriptions: int | None = None,
     ) -> None:
@@ -71,6 +74,7 @@ class WebSocketEndpoint:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.rate_limit = rate_limit
+        self.publish_rate_limit = publish_rate_limit
         self.max_subscriptions = max_subscriptions
         self.accepting = True
 
@@ -169,6 +173,16 @@ class WebSocketEndpoint:
             on_silent=lambda silent: _drop_silent(conn, transport, silent),
         )
         conn.grant = grant
+        publisher = ConnectionPublisher(
+            conn,
+            self.log,
+            self.guard,
+            self.metrics,
+            # A producer's publish key comes with the upgrade, as the header POST takes.
+            key_matches=self.guard.publish_key is not None
+            and self.guard.publish_key_matches(raw_header(request, KEY_HEADER)),
+            rate_limit=self.publish_rate_limit,
+        )
         self._arm_expiry(conn)
         self.metrics.connections_total.inc()
         self.hub.add(conn)
@@ -180,15 +194,19 @@ class WebSocketEndpoint:
                     name, epoch=self.log.epoch, expires_at_ms=self._expires_at(conn)
                 )
             )
-            await self._serve(ws, conn)
+            await self._serve(ws, conn, publisher)
         finally:
             keepalive.stop()
+            # Appends already started still finish (their answers go nowhere).
+            await publisher.settle()
             if conn.expiry is not None:
                 conn.expiry.cancel()
             self.hub.remove(conn)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+    async def _serve(
+        self, ws: web.WebSocketResponse, conn: Connection, publisher: ConnectionPublisher
+    ) -> None:
         limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
         since_yield = 0
         while True:
@@ -208,8 +226,11 @@ class WebSocketEndpoint:
                 # (and live events) through now and then.
                 since_yield = 0
                 await asyncio.sleep(0)
-            # Every frame counts, control frames too; a ping over the rate is dropped
-            # unanswered (the peer gets its pong once it slows down).
+            if kind is WSMsgType.TEXT:
+                await self._on_text(conn, msg.data, limiter, publisher)
+                continue
+            # Every frame counts, control frames too (text frames in _on_text); a ping
+            # over the rate is dropped unanswered (the peer gets its pong once it slows).
             allowed = limiter is None or limiter.allow()
             if kind is WSMsgType.PING:
                 if allowed:
@@ -219,17 +240,9 @@ class WebSocketEndpoint:
             if kind is WSMsgType.PONG:
                 continue  # its arrival was noted by the frame guard (keep-alive)
             if not allowed:
-                self._error(
-                    conn,
-                    m.ProtocolError(
-                        "rate_limited",
-                        f"Too many messages; at most {self.rate_limit:g} per second.",
-                    ),
-                )
+                self._rate_limited(conn)
                 continue
-            if kind is WSMsgType.TEXT:
-                await self._on_text(conn, msg.data)
-            elif kind is WSMsgType.BINARY:
+            if kind is WSMsgType.BINARY:
                 self._error(
                     conn,
                     m.ProtocolError(
@@ -237,10 +250,29 @@ class WebSocketEndpoint:
                     ),
                 )
 
-    async def _on_text(self, conn: Connection, data: bytes | str) -> None:
+    def _rate_limited(self, conn: Connection) -> None:
+        self._error(
+            conn,
+            m.ProtocolError(
+                "rate_limited", f"Too many messages; at most {self.rate_limit:g} per second."
+            ),
+        )
+
+    async def _on_text(
+        self,
+        conn: Connection,
+        data: bytes | str,
+        limiter: RateLimiter | None,
+        publisher: ConnectionPublisher,
+    ) -> None:
+        # Parsed before the rate check: publish messages are counted apart, in events
+        # (a frame is at most MAX_MESSAGE_BYTES, so parsing one is bounded work).
         try:
             message = m.parse_client_message(data)
         except m.ProtocolError as error:
+            if limiter is not None and not limiter.allow():
+                self._rate_limited(conn)
+                return
             if error.code == "invalid_json" and not _is_utf8(data):
                 # RFC 6455 §8.1: text that is not UTF-8 fails the connection with 1007.
                 # (orjson refused it while parsing: the check costs nothing on valid text.)
@@ -248,6 +280,19 @@ class WebSocketEndpoint:
                 conn.close(close_codes.INVALID_TEXT, close_codes.INVALID_TEXT_REASON)
                 return
             self._error(conn, error)
+            return
+        if isinstance(message, m.Publish):
+            try:
+                publisher.submit(message, len(data))
+            except Exception:
+                failures.exception("client %r: publishing failed", conn.client_id)
+                self._error(conn, m.ProtocolError("internal_error", "The server failed to answer."))
+                return
+            if publisher.full:
+                await publisher.wait_for_room()
+            return
+        if limiter is not None and not limiter.allow():
+            self._rate_limited(conn)
             return
         try:
             await self._act(conn, message)
