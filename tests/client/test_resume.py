@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -150,6 +151,25 @@ async def test_a_new_epoch_after_a_memory_server_restart_yields_reset_then_the_n
                 (2, "b", reset.new_epoch),
             ]
             assert c.position("orders") == after[-1].position  # type: ignore[union-attr]
+
+
+async def test_a_wiped_sqlite_data_dir_yields_reset_then_the_new_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(["--data-dir", str(data)]) as server:
+        publish_retrying(server.base, "orders", [1, 2, 3])
+        async with connect(server.ws, client="shop", backoff=FAST) as c:
+            await c.subscribe("orders", since_seq=0)
+            before = await take(c, 3)
+            old_epoch = before[-1].epoch  # type: ignore[union-attr]
+            server.kill()
+            shutil.rmtree(data)  # the operator starts over with an empty log
+            await asyncio.to_thread(server.start)
+            publish_retrying(server.base, "orders", ["a"])
+            reset, after = await take(c, 2)
+            assert isinstance(reset, Reset)
+            assert (reset.old_epoch, reset.last_seq) == (old_epoch, 3)
+            assert reset.new_epoch != old_epoch
+            assert isinstance(after, Event) and (after.seq, after.payload) == (1, "a")
 
 
 async def test_a_saved_position_from_another_epoch_starts_the_channel_over() -> None:
