@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.protocol._support import seqs
-from tests.sources.postgres.conftest import Db
+from tests.sources.postgres.conftest import Db, eventually
 from tests.workers._support import clients_on_every_worker, workers_process
 
 ROWS = 20
@@ -25,6 +25,13 @@ async def test_one_postgres_reader_feeds_every_worker(db: Db, tmp_path: Path) ->
     args = ["--source", db.dsn, "--pg-slot", db.slot, "--store", "sqlite",
             "--data-dir", str(tmp_path / "data")]
     with workers_process(tmp_path, *args) as proc:
+        # Rows committed before the reader's slot exists are not in it: wait for the
+        # supervisor's reader to be streaming (slow to start on a loaded machine).
+        await eventually(
+            lambda: bool(db.sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s "
+                                "AND active", db.slot)),
+            what="the supervisor's reader streaming",
+        )
         async with clients_on_every_worker(proc, "acme", at_least=1) as by_worker:
             for i in range(ROWS):
                 db.sql("INSERT INTO items VALUES (%s, 'acme')", i)
