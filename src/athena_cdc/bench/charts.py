@@ -9,6 +9,7 @@ COLORS = {
     "athena/memory": "#1f77b4",
     "athena/sqlite": "#6baed6",
     "node": "#2ca02c",
+    "node-tuned": "#98df8a",
     "python": "#d62728",
 }
 

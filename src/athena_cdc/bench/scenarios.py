@@ -174,7 +174,9 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
     await lg.wait(lg.expected_per_worker({"burst": 50}), within_s=p["timeout"])
     rates, cpus, walls, client_cpus, complete = [], [], [], [], True
     precise_rates = []
-    for _ in range(p["rounds"]):
+    lost = excess = 0
+    ticks0 = machine_ticks()
+    for round_no in range(p["rounds"]):
         await lg.reset()
         events = [{"organization_id": "burst", "payload": payload(pad)} for _ in range(p["events"])]
         cpu0, precise0, t0 = server.cpu_seconds(), server.cpu_seconds_precise(), time.time_ns()
@@ -183,13 +185,23 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
         complete &= await lg.wait(expected, within_s=p["timeout"])
         cpu = server.cpu_seconds() - cpu0
         precise = server.cpu_seconds_precise() - precise0
-        stats = await lg.stats()
-        complete &= stats["min_count"] == stats["max_count"] == p["events"]
+        stats = await lg.stats({"burst": p["events"]})
+        # Every client of the one channel gets exactly this round's events: none missing,
+        # none twice (a client's count above the round's would be excess).
+        complete &= stats["clients_short"] == stats["clients_excess"] == 0
+        complete &= stats["gaps"] == stats["duplicates"] == 0
+        lost += max(0, p["events"] * p["subscribers"] - stats["received"])
+        excess += max(0, stats["received"] - p["events"] * p["subscribers"])
+        bench.say(
+            f"  round {round_no + 1} of {p['rounds']}: {stats['received']:,} delivered, "
+            f"{cpu:.2f} CPU-s"
+        )
         rates.append(stats["received"] / cpu if cpu > 0 else 0.0)
         precise_rates.append(stats["received"] / precise if precise > 0 else 0.0)
         cpus.append(cpu)
         walls.append((stats["last_ns"] - t0) / 1e9)
         client_cpus.append(stats["client_cpu_s"])
+    usage = machine_usage(ticks0, machine_ticks())
     await publisher.close()
     delivered = p["events"] * p["subscribers"]
     return {
@@ -201,7 +213,10 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
         "msgs_per_wall_s": delivered / median(walls) if median(walls) else 0.0,
         "client_cpu_s": median(client_cpus),
         "delivered_per_round": delivered,
-        "complete": complete,
+        "lost": lost,
+        "excess": excess,
+        "complete": complete and lost == excess == 0,
+        **usage,
     }
 
 
@@ -224,7 +239,13 @@ async def _paced_latency(
     await lg.reset()
     cpu0, ticks0 = server.cpu_seconds(), machine_ticks()
     report = await publish_paced(
-        publisher, p["rate"], p["duration_s"], random_picker(channels), pad, p["interval_s"]
+        publisher,
+        p["rate"],
+        p["duration_s"],
+        random_picker(channels),
+        pad,
+        p["interval_s"],
+        say=bench.say,
     )
     expected_by_name = {name: report.per_channel.get(name, 0) for name in subscribers_of}
     expected_total = sum(n * subscribers_of[c] for c, n in expected_by_name.items())
@@ -232,7 +253,7 @@ async def _paced_latency(
     per_worker = [sum(expected_by_name[n] for n in share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
     cpu = server.cpu_seconds() - cpu0
-    stats = await lg.stats()
+    stats = await lg.stats(expected_by_name)
     await publisher.close()
     latencies = stats["latencies_us"]
     return {
@@ -242,9 +263,12 @@ async def _paced_latency(
         "expected": expected_total,
         "received": stats["received"],
         "lost": max(0, expected_total - stats["received"]),
+        "excess": max(0, stats["received"] - expected_total),
+        "clients_short": stats["clients_short"],
+        "clients_excess": stats["clients_excess"],
         "gaps": stats["gaps"],
         "duplicates": stats["duplicates"],
-        "complete": complete,
+        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
         "server_cpu_pct": 100 * cpu / report.seconds,
         "client_cpu_s": stats["client_cpu_s"],
         **usage,
