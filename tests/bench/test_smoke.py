@@ -43,6 +43,9 @@ async def test_burst_and_steady_against_athena(bench: Bench) -> None:
     assert row["complete"] is True
     assert row["delivered_per_round"] == 250
     assert row["msgs_per_cpu_s_schedstat"] > 0
+    # Every scenario: the server's CPU beside the whole machine's, over its whole run.
+    assert row["run_server_cpu_s"] > 0 and 0 <= row["run_machine_busy_pct"] <= 100
+    assert 0 <= row["machine_busy_pct"] <= 100 and row["lost"] == row["excess"] == 0
 
     steady = SCENARIOS["steady"]
     params = {**steady.defaults, "subscribers": 4, "rate": 100, "duration_s": 0.5,
@@ -51,6 +54,7 @@ async def test_burst_and_steady_against_athena(bench: Bench) -> None:
     assert "error" not in row, row
     assert row["lost"] == 0 and row["gaps"] == 0 and row["duplicates"] == 0
     assert row["received"] == row["expected"] == 4 * row["published"]
+    assert row["complete"] is True and row["clients_short"] == row["clients_excess"] == 0
     assert row["samples"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
     result = {"scenario": "steady", "target": steady.target, "rows": [row],
               "verdict": judge("steady", [row])}
@@ -66,6 +70,7 @@ def test_cli_travel_writes_json(tmp_path: Path) -> None:
     latest = json.loads((tmp_path / "latest.json").read_text())
     [row] = latest["scenarios"]["travel"]["rows"]
     assert row["server"] == "athena/memory" and row["events"] == 300 and row["complete"]
+    assert 0 <= row["run_machine_busy_pct"] <= 100
 
 
 def test_close_code_parser() -> None:

@@ -75,9 +75,25 @@ COLUMNS: dict[str, list[str]] = {
         "cold_first_event_ms",
         "events",
         "complete",
+        "run_machine_busy_pct",
     ],
-    "idle": ["connections", "rss_before_mib", "rss_after_mib", "kib_per_connection"],
-    "storm": ["subscribed", "failed", "p50_ms", "p99_ms", "all_within_s"],
+    "idle": [
+        "connections",
+        "rss_before_mib",
+        "rss_after_mib",
+        "kib_per_connection",
+        "run_server_cpu_s",
+        "run_machine_busy_pct",
+    ],
+    "storm": [
+        "subscribed",
+        "failed",
+        "p50_ms",
+        "p99_ms",
+        "all_within_s",
+        "run_server_cpu_s",
+        "run_machine_busy_pct",
+    ],
     "slow": [
         "p99_ms_without",
         "p99_ms_with",
@@ -88,6 +104,9 @@ COLUMNS: dict[str, list[str]] = {
         "rss_growth_mib_without",
         "rss_growth_mib_with",
         "lost",
+        "complete",
+        "run_server_cpu_s",
+        "run_machine_busy_pct",
     ],
 }
 

@@ -83,17 +83,22 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
         label += "+ws" if via == "ws" else ""
         params = {**params, "publish_via": via}
         bench.say(f"[{scenario.name}] {label} ...")
+        window = _Window()
         try:
             if scenario.own_server:
                 server = make_server(kind, store, extra_args=bench.athena_args)
                 try:
+                    window.open(None)  # it starts (and restarts) the server itself
                     row = await scenario.run_one(bench, server, params)
+                    row.update(window.close())
                 finally:
                     await server.stop()
                     shutil.rmtree(server.data_dir, ignore_errors=True)
             else:
                 async with running(kind, store, bench.athena_args) as server:
+                    window.open(server)
                     row = await _run_profiled(bench, scenario, server, params)
+                    row.update(window.close())
         except Exception as exc:
             row = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -105,6 +110,35 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
         )
         rows.append(row)
     return rows
+
+
+class _Window:
+    """The whole of one server's scenario (connecting included), for every scenario:
+    the server's CPU beside the machine's, so a reader sees what else was running.
+    Scenarios that measure a narrower window report it under their own names
+    (``server_cpu_s``, ``machine_busy_pct``); these are ``run_*``."""
+
+    def __init__(self) -> None:
+        self.server: ServerHandle | None = None
+        self.cpu0 = 0.0
+        self.ticks0 = (0, 0, 0)
+        self.t0 = 0.0
+
+    def open(self, server: ServerHandle | None) -> None:
+        self.server = server
+        self.cpu0 = server.cpu_seconds() if server is not None else 0.0
+        self.ticks0, self.t0 = machine_ticks(), time.monotonic()
+
+    def close(self) -> Row:
+        usage = machine_usage(self.ticks0, machine_ticks())
+        row: Row = {
+            "run_s": time.monotonic() - self.t0,
+            "run_machine_busy_pct": usage["machine_busy_pct"],
+            "run_softirq_pct": usage["softirq_pct"],
+        }
+        if self.server is not None and self.server.proc is not None:
+            row["run_server_cpu_s"] = self.server.cpu_seconds() - self.cpu0
+        return row
 
 
 async def _run_profiled(
@@ -371,6 +405,7 @@ async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
                 [{"organization_id": "travel", "payload": payload(pad)} for _ in range(count)]
             )
         await publisher.close()
+        bench.say(f"  {p['events']:,} events published; travelling")
         row: Row = {}
         if server.kind == "athena" and server.store == "sqlite":
             await server.stop()  # restart: the first travel reads from a cold cache
@@ -555,17 +590,24 @@ async def _paced_latency_connected(
     lg, pad = bench.loadgen, pad_for(p["payload_bytes"])
     await lg.reset()
     report = await publish_paced(
-        publisher, p["rate"], p["duration_s"], random_picker(["slow"]), pad, p["interval_s"]
+        publisher,
+        p["rate"],
+        p["duration_s"],
+        random_picker(["slow"]),
+        pad,
+        p["interval_s"],
+        say=bench.say,
     )
     per_worker = [report.events * len(share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
-    stats = await lg.stats()
+    stats = await lg.stats({"slow": report.events})
     await publisher.close()
     expected = report.events * len(readers)
     return {
         **latency_summary(stats["latencies_us"]),
-        "complete": complete,
+        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
         "lost": max(0, expected - stats["received"]),
+        "excess": max(0, stats["received"] - expected),
         "gaps": stats["gaps"],
     }
 
