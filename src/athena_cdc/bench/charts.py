@@ -10,6 +10,8 @@ COLORS = {
     "athena/sqlite": "#6baed6",
     "node": "#2ca02c",
     "node-tuned": "#98df8a",
+    "uws": "#9467bd",
+    "nats": "#ff7f0e",
     "python": "#d62728",
 }
 
