@@ -44,7 +44,8 @@ async def test_burst_and_steady_against_athena(bench: Bench) -> None:
     assert row["delivered_per_round"] == 250
     assert row["msgs_per_cpu_s_schedstat"] > 0
     # Every scenario: the server's CPU beside the whole machine's, over its whole run.
-    assert row["run_server_cpu_s"] > 0 and 0 <= row["run_machine_busy_pct"] <= 100
+    # (>= 0: a tiny run can take less than one 10 ms clock tick of server CPU)
+    assert row["run_server_cpu_s"] >= 0 and 0 <= row["run_machine_busy_pct"] <= 100
     assert 0 <= row["machine_busy_pct"] <= 100 and row["lost"] == row["excess"] == 0
 
     steady = SCENARIOS["steady"]
