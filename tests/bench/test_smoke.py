@@ -43,6 +43,10 @@ async def test_burst_and_steady_against_athena(bench: Bench) -> None:
     assert row["complete"] is True
     assert row["delivered_per_round"] == 250
     assert row["msgs_per_cpu_s_schedstat"] > 0
+    # Every scenario: the server's CPU beside the whole machine's, over its whole run.
+    # (>= 0: a tiny run can take less than one 10 ms clock tick of server CPU)
+    assert row["run_server_cpu_s"] >= 0 and 0 <= row["run_machine_busy_pct"] <= 100
+    assert 0 <= row["machine_busy_pct"] <= 100 and row["lost"] == row["excess"] == 0
 
     steady = SCENARIOS["steady"]
     params = {**steady.defaults, "subscribers": 4, "rate": 100, "duration_s": 0.5,
@@ -51,6 +55,7 @@ async def test_burst_and_steady_against_athena(bench: Bench) -> None:
     assert "error" not in row, row
     assert row["lost"] == 0 and row["gaps"] == 0 and row["duplicates"] == 0
     assert row["received"] == row["expected"] == 4 * row["published"]
+    assert row["complete"] is True and row["clients_short"] == row["clients_excess"] == 0
     assert row["samples"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
     result = {"scenario": "steady", "target": steady.target, "rows": [row],
               "verdict": judge("steady", [row])}
@@ -66,6 +71,7 @@ def test_cli_travel_writes_json(tmp_path: Path) -> None:
     latest = json.loads((tmp_path / "latest.json").read_text())
     [row] = latest["scenarios"]["travel"]["rows"]
     assert row["server"] == "athena/memory" and row["events"] == 300 and row["complete"]
+    assert 0 <= row["run_machine_busy_pct"] <= 100
 
 
 def test_close_code_parser() -> None:
@@ -169,3 +175,30 @@ def test_tenants_judge_judges_each_publish_path_against_the_same_uws() -> None:
     assert "WebSocket publish: memory p99" in verdict["detail"]
     assert verdict["ratios"]["athena/memory+ws vs uws"] == pytest.approx(1.2)
     assert judge("tenants", rows[1:])["pass"] is True
+
+
+@pytest.mark.timeout(90)
+async def test_the_node_tuned_baseline_delivers_every_event_once_in_order(bench: Bench) -> None:
+    """Frames queued per tick and written under the ws library keep each client's order
+    and count (checked by seq: gaps and duplicates), in many-channel and one-channel load."""
+    tuned = dataclasses.replace(bench, servers=[("node-tuned", "memory")])
+    tenants = SCENARIOS["tenants"]
+    params = {**tenants.defaults, "channels": 12, "subscribers": 2, "producers": 3,
+              "rate": 300, "duration_s": 0.4, "warmup_s": 0.1, "timeout": 10.0}
+    [row] = await run_scenario(tuned, tenants, params)
+    assert "error" not in row, row
+    assert row["server"] == "node-tuned" and row["expected"] == row["received"] == 240
+    assert row["complete"] is True and row["gaps"] == row["duplicates"] == 0
+    burst = SCENARIOS["burst"]
+    params = {**burst.defaults, "subscribers": 5, "events": 50, "rounds": 1, "timeout": 10.0}
+    [row] = await run_scenario(tuned, burst, params)
+    assert "error" not in row, row
+    assert row["complete"] is True and row["lost"] == row["excess"] == 0
+    assert 0 <= row["machine_busy_pct"] <= 100
+
+
+def test_a_run_where_any_server_lost_or_duplicated_deliveries_fails() -> None:
+    rows = [{"server": "athena/memory", "msgs_per_cpu_s": 2_000_000.0, "complete": True},
+            {"server": "node", "msgs_per_cpu_s": 100_000.0, "complete": False}]
+    verdict = judge("burst", rows)
+    assert verdict["pass"] is False and "INCOMPLETE (loss or excess): node" in verdict["detail"]

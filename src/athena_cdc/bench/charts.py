@@ -9,6 +9,9 @@ COLORS = {
     "athena/memory": "#1f77b4",
     "athena/sqlite": "#6baed6",
     "node": "#2ca02c",
+    "node-tuned": "#98df8a",
+    "uws": "#9467bd",
+    "nats": "#ff7f0e",
     "python": "#d62728",
 }
 

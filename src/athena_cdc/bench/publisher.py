@@ -314,16 +314,22 @@ async def publish_paced(
     pick_channel: Callable[[], str],
     pad: int,
     interval: float = 0.005,
+    say: Callable[[str], None] | None = None,
 ) -> PublishReport:
-    """Publish ``rate`` events per second for ``duration`` seconds."""
+    """Publish ``rate`` events per second for ``duration`` seconds (``say``: a progress
+    line about once a second)."""
     report = PublishReport()
     start = time.monotonic()
     tick = 0
+    said = 0
     while True:
         now = time.monotonic()
         elapsed = now - start
         if elapsed >= duration:
             break
+        if say is not None and int(elapsed) > said:
+            said = int(elapsed)
+            say(f"  {elapsed:4.1f} s of {duration:g}: {report.events:,} published")
         due = int(elapsed * rate) + 1 - report.events
         if due > 0:
             events: list[Mapping[str, object]] = []

@@ -83,17 +83,22 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
         label += "+ws" if via == "ws" else ""
         params = {**params, "publish_via": via}
         bench.say(f"[{scenario.name}] {label} ...")
+        window = _Window()
         try:
             if scenario.own_server:
                 server = make_server(kind, store, extra_args=bench.athena_args)
                 try:
+                    window.open(None)  # it starts (and restarts) the server itself
                     row = await scenario.run_one(bench, server, params)
+                    row.update(window.close())
                 finally:
                     await server.stop()
                     shutil.rmtree(server.data_dir, ignore_errors=True)
             else:
                 async with running(kind, store, bench.athena_args) as server:
+                    window.open(server)
                     row = await _run_profiled(bench, scenario, server, params)
+                    row.update(window.close())
         except Exception as exc:
             row = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -105,6 +110,35 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
         )
         rows.append(row)
     return rows
+
+
+class _Window:
+    """The whole of one server's scenario (connecting included), for every scenario:
+    the server's CPU beside the machine's, so a reader sees what else was running.
+    Scenarios that measure a narrower window report it under their own names
+    (``server_cpu_s``, ``machine_busy_pct``); these are ``run_*``."""
+
+    def __init__(self) -> None:
+        self.server: ServerHandle | None = None
+        self.cpu0 = 0.0
+        self.ticks0 = (0, 0, 0)
+        self.t0 = 0.0
+
+    def open(self, server: ServerHandle | None) -> None:
+        self.server = server
+        self.cpu0 = server.cpu_seconds() if server is not None else 0.0
+        self.ticks0, self.t0 = machine_ticks(), time.monotonic()
+
+    def close(self) -> Row:
+        usage = machine_usage(self.ticks0, machine_ticks())
+        row: Row = {
+            "run_s": time.monotonic() - self.t0,
+            "run_machine_busy_pct": usage["machine_busy_pct"],
+            "run_softirq_pct": usage["softirq_pct"],
+        }
+        if self.server is not None and self.server.proc is not None:
+            row["run_server_cpu_s"] = self.server.cpu_seconds() - self.cpu0
+        return row
 
 
 async def _run_profiled(
@@ -174,7 +208,9 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
     await lg.wait(lg.expected_per_worker({"burst": 50}), within_s=p["timeout"])
     rates, cpus, walls, client_cpus, complete = [], [], [], [], True
     precise_rates = []
-    for _ in range(p["rounds"]):
+    lost = excess = 0
+    ticks0 = machine_ticks()
+    for round_no in range(p["rounds"]):
         await lg.reset()
         events = [{"organization_id": "burst", "payload": payload(pad)} for _ in range(p["events"])]
         cpu0, precise0, t0 = server.cpu_seconds(), server.cpu_seconds_precise(), time.time_ns()
@@ -183,13 +219,23 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
         complete &= await lg.wait(expected, within_s=p["timeout"])
         cpu = server.cpu_seconds() - cpu0
         precise = server.cpu_seconds_precise() - precise0
-        stats = await lg.stats()
-        complete &= stats["min_count"] == stats["max_count"] == p["events"]
+        stats = await lg.stats({"burst": p["events"]})
+        # Every client of the one channel gets exactly this round's events: none missing,
+        # none twice (a client's count above the round's would be excess).
+        complete &= stats["clients_short"] == stats["clients_excess"] == 0
+        complete &= stats["gaps"] == stats["duplicates"] == 0
+        lost += max(0, p["events"] * p["subscribers"] - stats["received"])
+        excess += max(0, stats["received"] - p["events"] * p["subscribers"])
+        bench.say(
+            f"  round {round_no + 1} of {p['rounds']}: {stats['received']:,} delivered, "
+            f"{cpu:.2f} CPU-s"
+        )
         rates.append(stats["received"] / cpu if cpu > 0 else 0.0)
         precise_rates.append(stats["received"] / precise if precise > 0 else 0.0)
         cpus.append(cpu)
         walls.append((stats["last_ns"] - t0) / 1e9)
         client_cpus.append(stats["client_cpu_s"])
+    usage = machine_usage(ticks0, machine_ticks())
     await publisher.close()
     delivered = p["events"] * p["subscribers"]
     return {
@@ -201,7 +247,10 @@ async def burst(bench: Bench, server: ServerHandle, p: Params) -> Row:
         "msgs_per_wall_s": delivered / median(walls) if median(walls) else 0.0,
         "client_cpu_s": median(client_cpus),
         "delivered_per_round": delivered,
-        "complete": complete,
+        "lost": lost,
+        "excess": excess,
+        "complete": complete and lost == excess == 0,
+        **usage,
     }
 
 
@@ -224,7 +273,13 @@ async def _paced_latency(
     await lg.reset()
     cpu0, ticks0 = server.cpu_seconds(), machine_ticks()
     report = await publish_paced(
-        publisher, p["rate"], p["duration_s"], random_picker(channels), pad, p["interval_s"]
+        publisher,
+        p["rate"],
+        p["duration_s"],
+        random_picker(channels),
+        pad,
+        p["interval_s"],
+        say=bench.say,
     )
     expected_by_name = {name: report.per_channel.get(name, 0) for name in subscribers_of}
     expected_total = sum(n * subscribers_of[c] for c, n in expected_by_name.items())
@@ -232,7 +287,7 @@ async def _paced_latency(
     per_worker = [sum(expected_by_name[n] for n in share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
     cpu = server.cpu_seconds() - cpu0
-    stats = await lg.stats()
+    stats = await lg.stats(expected_by_name)
     await publisher.close()
     latencies = stats["latencies_us"]
     return {
@@ -242,9 +297,12 @@ async def _paced_latency(
         "expected": expected_total,
         "received": stats["received"],
         "lost": max(0, expected_total - stats["received"]),
+        "excess": max(0, stats["received"] - expected_total),
+        "clients_short": stats["clients_short"],
+        "clients_excess": stats["clients_excess"],
         "gaps": stats["gaps"],
         "duplicates": stats["duplicates"],
-        "complete": complete,
+        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
         "server_cpu_pct": 100 * cpu / report.seconds,
         "client_cpu_s": stats["client_cpu_s"],
         **usage,
@@ -347,6 +405,7 @@ async def travel(bench: Bench, server: ServerHandle, p: Params) -> Row:
                 [{"organization_id": "travel", "payload": payload(pad)} for _ in range(count)]
             )
         await publisher.close()
+        bench.say(f"  {p['events']:,} events published; travelling")
         row: Row = {}
         if server.kind == "athena" and server.store == "sqlite":
             await server.stop()  # restart: the first travel reads from a cold cache
@@ -531,17 +590,24 @@ async def _paced_latency_connected(
     lg, pad = bench.loadgen, pad_for(p["payload_bytes"])
     await lg.reset()
     report = await publish_paced(
-        publisher, p["rate"], p["duration_s"], random_picker(["slow"]), pad, p["interval_s"]
+        publisher,
+        p["rate"],
+        p["duration_s"],
+        random_picker(["slow"]),
+        pad,
+        p["interval_s"],
+        say=bench.say,
     )
     per_worker = [report.events * len(share) for share in lg.assigned]
     complete = await lg.wait(per_worker, within_s=p["timeout"])
-    stats = await lg.stats()
+    stats = await lg.stats({"slow": report.events})
     await publisher.close()
     expected = report.events * len(readers)
     return {
         **latency_summary(stats["latencies_us"]),
-        "complete": complete,
+        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
         "lost": max(0, expected - stats["received"]),
+        "excess": max(0, stats["received"] - expected),
         "gaps": stats["gaps"],
     }
 

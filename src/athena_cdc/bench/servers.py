@@ -5,6 +5,8 @@ events ``{"organization_id","data":{"seq","ts_ms","payload"}}``, ``POST /events`
 
 * ``athena`` -- ``athena-cdc serve --store memory|sqlite`` (this project);
 * ``node`` -- ``bench/baselines/node/server.js``, Node.js ``ws`` looping ``send()``;
+* ``node-tuned`` -- ``bench/baselines/node/tuned.js``, the same with athena-cdc's two
+  tricks: each event framed once, and one corked write per subscriber per tick;
 * ``python`` -- ``bench/baselines/naive_websockets.py``, ``websockets`` with
   ``await ws.send()`` per subscriber, plus an aiohttp listener on a second port for
   ``POST /events`` (websockets cannot read a request body);
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from athena_cdc.bench import procstat
 
-SERVER_KINDS = ("athena", "uws", "nats", "node", "python")
+SERVER_KINDS = ("athena", "uws", "nats", "node", "node-tuned", "python")
 
 
 def repo_root() -> Path:
@@ -71,8 +73,10 @@ def athena_command() -> list[str]:
     return [found]
 
 
-def ensure_node_baseline(name: str = "node", package: str = "ws") -> Path:
-    """Path of a Node baseline's server.js, installing ``package`` with ``npm ci`` if
+def ensure_node_baseline(
+    name: str = "node", package: str = "ws", script: str = "server.js"
+) -> Path:
+    """Path of a Node baseline's ``script``, installing ``package`` with ``npm ci`` if
     it is missing (``node``: ``ws``; ``uws``: ``uwebsockets``)."""
     folder = repo_root() / "bench" / "baselines" / name
     if shutil.which("node") is None:
@@ -85,7 +89,7 @@ def ensure_node_baseline(name: str = "node", package: str = "ws") -> Path:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    return folder / "server.js"
+    return folder / script
 
 
 def nats_server_binary() -> str:
@@ -163,10 +167,11 @@ class ServerHandle:
                 "0",
                 *self.extra_args,
             ]
-        if self.kind == "node":
+        if self.kind in ("node", "node-tuned"):
+            source = "tuned.js" if self.kind == "node-tuned" else "server.js"
             return [
                 "node",
-                str(ensure_node_baseline()),
+                str(ensure_node_baseline(script=source)),
                 "--port",
                 str(self.ws_port),
                 "--host",

@@ -13,7 +13,7 @@ from typing import Any
 
 Row = dict[str, Any]
 
-BASELINES = ("uws", "nats", "node", "python")
+BASELINES = ("uws", "nats", "node", "node-tuned", "python")
 
 # scenario -> (primary figure, higher is better)
 PRIMARY: dict[str, tuple[str, bool]] = {
@@ -192,4 +192,10 @@ def judge(scenario: str, rows: list[Row]) -> dict[str, Any]:
         passed, detail = JUDGES[scenario](rows)
     except (KeyError, TypeError, ZeroDivisionError) as exc:
         passed, detail = None, f"cannot judge: {type(exc).__name__}: {exc}"
+    # A server that lost or duplicated deliveries (any server, baselines too) makes the
+    # run's figures untrustworthy: the run fails, whatever the targets say.
+    incomplete = [str(r["server"]) for r in rows if r.get("complete") is False]
+    if incomplete:
+        passed = False
+        detail += f"; INCOMPLETE (loss or excess): {', '.join(incomplete)}"
     return {"pass": passed, "detail": detail, "ratios": ratios(scenario, rows)}
