@@ -210,13 +210,35 @@ def parse_store(value: object) -> str:
 def parse_workers(value: object) -> int:
     """A number of worker processes, or ``auto``: one per core this process may use."""
     if str(value).strip().lower() == "auto":
-        if hasattr(os, "sched_getaffinity"):
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
+        return _cores()
     try:
         return parse_int(value)
     except ValueError:
         raise ValueError("expected a number of processes such as 2, or auto") from None
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# More workers than this only compete for the cores; a typo (--workers 100000) would
+# otherwise start processes one by one for minutes and starve the whole machine.
+WORKERS_PER_CORE = 4
+
+
+def _workers_bound(v: int) -> str | None:
+    if v < 1:
+        return "must be at least 1"
+    cores = _cores()
+    most = WORKERS_PER_CORE * cores
+    if v > most:
+        return (
+            f"must be at most {most} ({WORKERS_PER_CORE} per core, {cores} here); "
+            "auto starts one per core"
+        )
+    return None
 
 
 def parse_redis_durability(value: object) -> str:
@@ -363,7 +385,7 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite, a supervisor process owns the log and the workers share it "
         "(docs/scaling.md)",
         metavar="{N,auto}",
-        check=_at_least(1),
+        check=_workers_bound,
     ),
     Option("uvloop", True, parse_bool, "use uvloop when installed (true/false)", metavar="BOOL"),
     Option(

@@ -144,6 +144,8 @@ def test_publish_explains_a_refusal_and_an_unreachable_server(tmp_path: Path) ->
         (["tail", "x", "--last", "0"], "not an integer >= 1"),
         (["tail", "x", "--url", "http://h/ws"], "ws:// or wss://"),
         (["publish", "x", "1", "--url", "nonsense"], "not a server URL"),
+        (["tail", "x", "--cafile", "/nonexistent/ca.pem"], "--cafile /nonexistent/ca.pem"),
+        (["publish", "x", "1", "--cafile", "/nonexistent/ca.pem"], "--cafile /nonexistent/ca.pem"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(args: list[str], complaint: str) -> None:

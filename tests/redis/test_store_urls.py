@@ -40,6 +40,10 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
         ("redis+sentinel://h/main?timeout=1", "unknown Sentinel URL option"),
         ("redis+cluster://h:7000/2", "only database 0"),
         ("redis+cluster://", "at least one node"),
+        ("redis+cluster://h:x", "bad port in Cluster node address 'h:x'"),
+        ("redis+cluster://h:7000?foo=bar", "takes no options"),
+        ("redis+cluster://[::1", "bad IPv6 address"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
     ],
 )
 def test_a_bad_sentinel_url_is_refused_with_the_reason(url: str, problem: str) -> None:

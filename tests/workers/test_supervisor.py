@@ -156,6 +156,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         ("-2", "--workers: must be at least 1 (got '-2')"),
         ("abc", "--workers: invalid value 'abc': expected a number of processes such as 2"),
         ("1.5", "--workers: invalid value '1.5'"),
+        ("999999", f"--workers: must be at most {4 * len(os.sched_getaffinity(0))} (4 per core"),
     ],
 )
 def test_a_bad_worker_count_is_one_line_and_exit_2(value: str, says: str) -> None:
@@ -163,6 +164,27 @@ def test_a_bad_worker_count_is_one_line_and_exit_2(value: str, says: str) -> Non
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"athena-cdc: error: {says}"), lines
+
+
+def test_a_sigterm_while_the_workers_start_stops_the_supervisor_at_once() -> None:
+    """It used to start every worker first: with many, minutes of a starved machine."""
+    most = 4 * len(os.sched_getaffinity(0))
+    command = [sys.executable, "-m", "athena_cdc", "serve", "--store", "memory"]
+    proc = subprocess.Popen(
+        [*command, "--workers", str(most), "--port", str(free_port())],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: bool(children(proc.pid)), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "stopped" in stderr
 
 
 def test_a_port_in_use_stops_the_supervisor_before_any_worker(tmp_path: Path) -> None:

@@ -266,6 +266,10 @@ def run_tail(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _usage_error("tail", f"cannot read --token-file: {exc}")
     try:
+        _tls(args)  # a missing or bad --cafile: a usage error now, not later
+    except OSError as exc:
+        return _usage_error("tail", f"cannot use --cafile {args.cafile}: {exc}")
+    try:
         return asyncio.run(_tail(args, printer, token, token_source))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -387,7 +391,7 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         tls = _tls(args)
     except OSError as exc:
-        return _usage_error("publish", f"cannot use --cafile: {exc}")
+        return _usage_error("publish", f"cannot use --cafile {args.cafile}: {exc}")
 
     def send(values: list[str]) -> None:
         body = "[" + ",".join(

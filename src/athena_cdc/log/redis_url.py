@@ -10,7 +10,8 @@
   failover it follows the new primary. The credentials are the primary's; Sentinels
   that need a password take it as ``?sentinel_password=...``.
 
-Parsing is kept free of redis-py imports: config.py uses it to check the option.
+Parsing is kept free of redis-py imports at module level: config.py uses it to check
+the option (a plain URL's query options are checked by redis-py's own reader).
 """
 
 from __future__ import annotations
@@ -65,18 +66,20 @@ class SentinelTarget:
     sentinel_password: str | None = None
 
 
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
+def _host_port(text: str, default_port: int, kind: str = "Sentinel") -> tuple[str, int]:
     if text.startswith("["):  # [ipv6]:port
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad IPv6 address in {kind} address {text!r}: [host]:port")
         port_text = rest.removeprefix(":")
     else:
         host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
     if not host:
-        raise ValueError(f"a Sentinel address needs a host, got {text!r}")
+        raise ValueError(f"a {kind} address needs a host, got {text!r}")
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port in Sentinel address {text!r}")
+        raise ValueError(f"bad port in {kind} address {text!r}")
     return host, int(port_text)
 
 
@@ -148,6 +151,9 @@ def parse_cluster_url(url: str) -> ClusterTarget:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in CLUSTER_SCHEMES:
         raise ValueError("expected redis+cluster://host:port[,host:port...]")
+    rest, _, query = rest.partition("?")
+    if query:
+        raise ValueError(f"a Cluster URL takes no options, got ?{query}")
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0: redis+cluster://host:port")
@@ -160,7 +166,9 @@ def parse_cluster_url(url: str) -> ClusterTarget:
         user, colon, secret = credentials.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    nodes = tuple(_host_port(h.strip(), 6379) for h in hosts.split(",") if h.strip())
+    nodes = tuple(
+        _host_port(h.strip(), 6379, "Cluster node") for h in hosts.split(",") if h.strip()
+    )
     if not nodes:
         raise ValueError("a Cluster URL needs at least one node: redis+cluster://host:port")
     return ClusterTarget(nodes, scheme.lower().startswith("rediss"), username, password)
@@ -175,6 +183,15 @@ def check_store_url(url: str) -> None:
         parse_sentinel_url(url)
     elif not rest or rest.startswith("/"):
         raise ValueError("a Redis URL needs a host: redis://host:port/db")
+    else:
+        # redis-py reads the query options (socket_timeout=...) when it connects, and a bad
+        # one would end the start with its traceback: read them now, like it will.
+        from redis.connection import parse_url
+
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
 
 
 def connect(url: str, **options: Any) -> Any:

@@ -260,6 +260,9 @@ class Supervisor:
     async def _start_workers(self, socket_path: str) -> int | None:
         """Start every worker and wait until each listens; an exit code if one cannot."""
         for worker in self.workers:
+            # A SIGTERM or Ctrl-C while they start stops here, not after the last one.
+            if self.stop.is_set():
+                return 0
             await self._spawn(worker, socket_path)
         readies: dict[asyncio.Task[object], _Worker] = {
             asyncio.create_task(w.ready.wait()): w for w in self.workers
