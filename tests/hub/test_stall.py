@@ -41,7 +41,11 @@ TRAVEL_LIMIT = 50_000
 PERIOD_S = 0.005
 BASELINE_S = 1.5
 ROUNDS = 6
-ALLOWED_P99_INCREASE_S = 0.005
+# A guard against stalls, not a benchmark: an unsliced travel adds about a second to the
+# p99 of every round; 20 ms leaves room for a shared CI machine's noise (baseline p99s of
+# 9-28 ms were seen there) while catching any stall 50x shorter than that. The fine
+# figure is the in-process loop-step test below and docs/performance.md.
+ALLOWED_P99_INCREASE_S = 0.020
 OP_TEXT = 0x1
 
 
