@@ -17,6 +17,25 @@ channel's keys share a slot):
 
 from __future__ import annotations
 
+# The source-position fence, shared by APPEND and APPEND_SLOT (KEYS[2]: the positions
+# hash; ARGV[4..7]: source, position, its order, the order it follows or ''). Refuses a
+# batch whose position is not beyond the stored one (a replay) or that follows an older
+# position than the stored one (another writer appended meanwhile: a stale leader).
+_SOURCE_FENCE = r"""
+local source = ARGV[4]
+if source ~= '' then
+  local stored = redis.call('HGET', KEYS[2], source .. '\0order')
+  if stored and stored >= ARGV[6] then
+    return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
+      tostring(redis.call('HGET', KEYS[2], source)))
+  end
+  if stored and ARGV[7] ~= '' and stored > ARGV[7] then
+    return redis.error_reply('STALE the stored position ' ..
+      tostring(redis.call('HGET', KEYS[2], source)) .. ' is beyond the one this batch follows')
+  end
+end
+"""
+
 # KEYS: epoch, positions, channels, then (events, meta) per channel.
 # ARGV: epoch, now_ms, maxlen, position source, position, position order, order of the
 #       position the source expects to be stored (its ``after``, or ''), announce
@@ -32,19 +51,7 @@ local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then
   return redis.error_reply('EPOCH ' .. tostring(epoch))
 end
-local source = ARGV[4]
-if source ~= '' then
-  local stored = redis.call('HGET', KEYS[2], source .. '\0order')
-  if stored and stored >= ARGV[6] then
-    return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
-      tostring(redis.call('HGET', KEYS[2], source)))
-  end
-  if stored and ARGV[7] ~= '' and stored > ARGV[7] then
-    return redis.error_reply('STALE the stored position ' ..
-      tostring(redis.call('HGET', KEYS[2], source)) .. ' is beyond the one this batch follows')
-  end
-end
-local now = tonumber(ARGV[2])
+""" + _SOURCE_FENCE + r"""local now = tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 local announce = ARGV[8] == '1'
 local result = {}
@@ -189,19 +196,7 @@ end
 if marker ~= ARGV[1] then
   return redis.error_reply('EPOCH ' .. marker)
 end
-local source = ARGV[4]
-if source ~= '' then
-  local stored = redis.call('HGET', KEYS[2], source .. '\0order')
-  if stored and stored >= ARGV[6] then
-    return redis.error_reply('STALE position ' .. ARGV[5] .. ' is not beyond the stored ' ..
-      tostring(redis.call('HGET', KEYS[2], source)))
-  end
-  if stored and ARGV[7] ~= '' and stored > ARGV[7] then
-    return redis.error_reply('STALE the stored position ' ..
-      tostring(redis.call('HGET', KEYS[2], source)) .. ' is beyond the one this batch follows')
-  end
-end
-local now = tonumber(ARGV[2])
+""" + _SOURCE_FENCE + r"""local now = tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 local result = {}
 local a = 8
