@@ -1,7 +1,8 @@
 """Prometheus metrics of one server, in a registry of its own.
 
 Counters are totals; Prometheus derives per-second rates with ``rate()``. Hot paths
-increment once per batch (``inc(n)``), never once per message.
+increment once per batch (``inc(n)``), never once per message, and the two counters
+touched on every publish are :class:`HotCounter`: a plain integer, read at scrape time.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.appended = Counter(
+        self.appended = HotCounter(
             "athena_cdc_events_appended", "Events appended to the log (all sources)", registry=r
         )
-        self.delivered = Counter(
+        self.delivered = HotCounter(
             "athena_cdc_events_delivered", "Live event messages queued to clients", registry=r
         )
         self.replayed = Counter(
@@ -88,6 +89,27 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class HotCounter(Collector):
+    """A counter for the per-event path: ``inc`` adds to an int, nothing more.
+
+    prometheus_client's ``Counter.inc`` takes a lock and goes through two method calls
+    (about 1 µs): twice per single-event publish, that was ~1 % of the whole publish.
+    The event loop is the only writer, so no lock is needed; a scrape reads the int.
+    """
+
+    def __init__(self, name: str, documentation: str, *, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
 
 
 class _LogCollector(Collector):

@@ -34,6 +34,7 @@ so that a remote backend (Redis Streams) can assign them atomically on its side.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,6 +223,14 @@ class EventLog(abc.ABC):
         Returns only once the events are durable for this backend. ``position`` is
         stored in the same durable write, for exactly-once sources.
         """
+
+    def start_append(
+        self, batch: Sequence[NewEvent], position: SourcePosition | None = None
+    ) -> asyncio.Future[list[Event]]:
+        """:meth:`append`, begun now (it joins the store's queue before any later call),
+        as a future: the WebSocket ``publish`` path answers from its outcome without a
+        task per message. Stores override it when they can do better than a task."""
+        return asyncio.ensure_future(self.append(batch, position))
 
     @abc.abstractmethod
     async def get_position(self, source: str) -> str | None:

@@ -86,6 +86,20 @@ class MemoryLog(EventLog):
         self._notify(events)
         return events
 
+    def start_append(
+        self, batch: Sequence[NewEvent], position: SourcePosition | None = None
+    ) -> asyncio.Future[list[Event]]:
+        # Done before it is returned: memory is as durable as this store gets.
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        try:
+            events = self.append_now(batch, position)
+        except StorageUnavailable as exc:
+            future.set_exception(exc)
+            return future
+        self._notify(events)
+        future.set_result(events)
+        return future
+
     def append_now(
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:

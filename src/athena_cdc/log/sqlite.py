@@ -426,6 +426,11 @@ class SqliteLog(EventLog):
     async def append(
         self, batch: Sequence[NewEvent], position: SourcePosition | None = None
     ) -> list[Event]:
+        return await self.start_append(batch, position)
+
+    def start_append(
+        self, batch: Sequence[NewEvent], position: SourcePosition | None = None
+    ) -> asyncio.Future[list[Event]]:
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         # What the request's parsing left behind is worth giving back, refused or not.
         self._releaser.note_batch(batch)
@@ -433,7 +438,7 @@ class SqliteLog(EventLog):
         if self._flusher is None or self._flusher.done():
             # Starts on the next loop iteration: every append of this tick joins it.
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()

@@ -98,7 +98,7 @@ class OpsApi:
 
     # -- /api/stats -------------------------------------------------------------------
     def _counters(self) -> tuple[float, float]:
-        return _counter_total(self.metrics.appended), _counter_total(self.metrics.delivered)
+        return float(self.metrics.appended.value), float(self.metrics.delivered.value)
 
     async def stats(self, request: web.Request) -> web.Response:
         sample = self.history.sample()
@@ -262,14 +262,6 @@ def _console_guard(guard: Guard) -> Guard:
     if guard.protect_ops or guard.verifier is None:
         return guard
     return Guard(guard.verifier, protect_ops=True, ops_key=guard.ops_key, denials=guard.denials)
-
-
-def _counter_total(counter: Any) -> float:
-    for family in counter.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                return float(sample.value)
-    return 0.0
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

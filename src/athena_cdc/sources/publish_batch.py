@@ -109,9 +109,13 @@ async def append(event_log: EventLog, events: Sequence[NewEvent]) -> list[Event]
     try:
         return await event_log.append(events)
     except StorageUnavailable as exc:
-        raise PublishError(
-            503, "unavailable", f"The event log cannot take writes: {exc}. Retry later."
-        ) from None
+        raise unavailable(exc) from None
+
+
+def unavailable(exc: StorageUnavailable) -> PublishError:
+    return PublishError(
+        503, "unavailable", f"The event log cannot take writes: {exc}. Retry later."
+    )
 
 
 def acks(appended: Sequence[Event]) -> bytes:

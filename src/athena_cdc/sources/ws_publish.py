@@ -22,7 +22,7 @@ from collections import deque
 
 from athena_cdc.auth.guard import Guard, Refused
 from athena_cdc.hub.connection import Connection
-from athena_cdc.log.base import Event, EventLog
+from athena_cdc.log.base import Event, EventLog, StorageUnavailable
 from athena_cdc.logging_limits import RateLimitedLog
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import messages as m
@@ -86,6 +86,11 @@ class ConnectionPublisher:
             self._error(error)
             self._answer(_Pending(message.id_json, 0, None, _error_answer(message, error)))
             return
+        if task.done() and not self._queue:
+            # Appended already (the memory store) and nothing ahead: answer now, with no
+            # callback and no loop turn in between.
+            self.conn.send(self._outcome(message.id_json, task))
+            return
         pending = _Pending(message.id_json, size, task, None)
         self._queue.append(pending)
         self._bytes += size
@@ -114,9 +119,9 @@ class ConnectionPublisher:
         except Refused as refused:
             raise PublishError.refused(refused) from None
         publish_batch.check_allowed(self.guard, allowed, events)
-        # A task now, so that this append joins the store's queue before the next
+        # Begun now, so that this append joins the store's queue before the next
         # message's (every store takes appends in the order they are called).
-        return asyncio.ensure_future(publish_batch.append(self.log, events))
+        return self.log.start_append(events)
 
     def _answer(self, pending: _Pending) -> None:
         if self._queue:
@@ -148,6 +153,8 @@ class ConnectionPublisher:
         error = task.exception()
         if error is None:
             return m.published_message(id_json, publish_batch.acks(task.result()))
+        if isinstance(error, StorageUnavailable):
+            error = publish_batch.unavailable(error)
         if isinstance(error, PublishError):
             self._error(error)
             return m.publish_error_message(id_json, error.body())
