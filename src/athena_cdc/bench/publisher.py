@@ -55,22 +55,34 @@ class HttpError(Exception):
 
 
 class Publisher:
-    """One keep-alive connection to a server's HTTP port."""
+    """One keep-alive connection to a server's HTTP port (``tls``: HTTPS, the system's CAs;
+    ``headers``: sent with every POST; ``path``: where :meth:`publish` posts)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool = False,
+        headers: Mapping[str, str] | None = None,
+        path: str = "/events",
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        self.path = path
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._last_used = 0.0
-        self._auth = "".join(f"{k}: {v}\r\n" for k, v in bench_auth.headers().items())
+        sent = {**bench_auth.headers(), **(headers or {})}
+        self._auth = "".join(f"{k}: {v}\r\n" for k, v in sent.items())
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=64 * 1024**2
+            self.host, self.port, limit=64 * 1024**2, ssl=True if self.tls else None
         )
 
-    async def post(self, body: bytes, path: str = "/events") -> tuple[int, bytes]:
+    async def post(self, body: bytes, path: str | None = None) -> tuple[int, bytes]:
         """POST ``body`` (JSON); return status and response body."""
         # Servers drop idle keep-alive connections (Node after 5 s): rather than retry a
         # POST that may have been applied, open a fresh connection after a pause.
@@ -80,7 +92,7 @@ class Publisher:
             await self.connect()
         assert self._reader is not None and self._writer is not None
         self._writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"POST {path or self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{self._auth}\r\n".encode()
             + body
@@ -119,7 +131,7 @@ class Publisher:
         """Publish events (one POST); return the server's acks, raise unless 201."""
         status, data = await self.post(orjson.dumps(list(events)))
         if status != 201:
-            raise HttpError(f"POST /events answered {status}: {data[:200]!r}")
+            raise HttpError(f"POST {self.path} answered {status}: {data[:200]!r}")
         acks: list[dict[str, object]] = orjson.loads(data)["events"]
         return acks
 

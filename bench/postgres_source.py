@@ -1,6 +1,6 @@
 """Benchmark of the PostgreSQL source: commit → WebSocket latency, and WAL → log rows/s.
 
-    python -m athena_cdc.sources.postgres.bench [--dsn postgresql://...]
+    python -m bench.postgres_source [--dsn postgresql://...]
 
 Without ``--dsn`` a throwaway cluster is started with ``tests/pg_cluster.py`` (run
 from a checkout). The latency part runs ``athena-cdc serve`` as a subprocess with a
