@@ -110,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
             f"--{name}",
             dest=key,
             type=kind,
+            metavar=name.split("-")[0].upper(),
             default=DEFAULTS[key],
             help=f"{text} [default: {DEFAULTS[key]:g}]",
         )
@@ -164,9 +165,11 @@ async def tenants(
     started = time.monotonic()
     connected = await loadgen.connect(url, names, parse_every=p["parse_every"])
     if connected["failed"]:
+        # Some in, the rest refused: most likely the server's cap per client address.
+        hint = " (is the server's --max-connections-per-ip high enough?)"
         raise RuntimeError(
-            f"{connected['failed']:,} of {len(names):,} connections failed, e.g. "
-            f"{connected['errors'][:2]} (is the server's --max-connections-per-ip high enough?)"
+            f"{connected['failed']:,} of {len(names):,} connections to {url} failed, e.g. "
+            f"{connected['errors'][0]}{hint if connected['connected'] else ''}"
         )
     connect_s = time.monotonic() - started
     producers = p["producers"]
@@ -175,7 +178,10 @@ async def tenants(
     pad = pad_for(p["payload_bytes"])
     try:
         for publisher in publishers:
-            await publisher.connect()
+            try:
+                await publisher.connect()
+            except OSError as exc:
+                raise RuntimeError(f"cannot connect to {publish_url}: {exc}") from None
         if p["warmup_s"] > 0:
             say(f"warming up for {p['warmup_s']:g} s ...")
             warm = int(p["rate"] * p["warmup_s"])
@@ -263,7 +269,8 @@ async def run(args: argparse.Namespace, publish_url: str) -> int:
         say(f"note: open-files limit is {limit}; {connections:,} connections need more")
     if args.token:
         bench_auth.use(args.token)  # before the load generator's workers start
-    params = {**DEFAULTS, **{k: getattr(args, k) for k in DEFAULTS}, "prefix": args.prefix}
+    params = {**DEFAULTS, **{k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)}}
+    params["prefix"] = args.prefix
     loadgen = LoadGen(args.workers)
     try:
         row = await tenants(loadgen, args.url, publish_url, args.key, params, say)
@@ -276,9 +283,22 @@ async def run(args: argparse.Namespace, publish_url: str) -> int:
     return 0 if row["complete"] else 1
 
 
+# The comparison harness's commands, which start servers here: not in the package.
+HARNESS = ("burst", "steady", "spread", "travel", "idle", "storm", "slow", "all", "chart", "redis")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in HARNESS:
+        print(
+            f"athena-cdc bench: error: {argv[0]!r} starts servers on this machine to compare "
+            f"them; it runs from a checkout of athena-cdc: python -m bench {argv[0]} "
+            "(see docs/performance.md). Here: athena-cdc bench tenants --url ws://HOST:PORT/ws",
+            file=sys.stderr,
+        )
+        return 2
     p = parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     publish_url = _check(args, p)
     try:
         import uvloop
