@@ -21,7 +21,6 @@ from athena_cdc.bench.loadgen import LoadGen
 from athena_cdc.bench.procstat import machine_ticks, machine_usage, own_cpu_seconds
 from athena_cdc.bench.publisher import (
     EventPublisher,
-    NatsPublisher,
     Publisher,
     WsPublisher,
     pad_for,
@@ -31,6 +30,7 @@ from athena_cdc.bench.publisher import (
     random_picker,
 )
 from athena_cdc.bench.stats import cdf_points, latency_summary, median, percentile
+from bench.nats import NatsPublisher
 from bench.profiling import Profiler, top_functions
 from bench.servers import ServerHandle, make_server, running
 from bench.silent import SilentClient

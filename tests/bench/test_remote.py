@@ -88,6 +88,6 @@ def test_the_wheel_holds_the_load_generator_and_no_harness(tmp_path: Path) -> No
     names = zipfile.ZipFile(wheel).namelist()
     assert "athena_cdc/bench/remote.py" in names and "athena_cdc/bench/loadgen.py" in names
     harness = ("scenarios", "servers", "verdicts", "charts", "report", "baselines",
-               "redis_bench", "console_cost", "postgres_source", "naive_websockets")
+               "redis_bench", "console_cost", "postgres_source", "naive_websockets", "nats")
     assert [n for n in names if any(word in n for word in harness)] == []
     assert not any(n.startswith("bench/") for n in names)

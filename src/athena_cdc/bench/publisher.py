@@ -17,10 +17,6 @@ one event per request on its own schedule (the many-tenants shape).
 one connection per producer (``--publish-via ws``): the same events and the same wait
 for the answer (``published``, sent once the events are durable, as the 201 is).
 
-The ``nats`` baseline has no ``POST /events``: :class:`NatsPublisher` publishes over NATS's
-TCP protocol (``PUB`` per event, then ``PING``; the ``PONG`` means the server has handled
-them, which stands for the 201), and since core NATS assigns no seq, it assigns seq and
-ts itself, per channel, from counters shared by every publisher of the run.
 """
 
 from __future__ import annotations
@@ -141,61 +137,6 @@ class Publisher:
             self._writer = None
 
 
-class NatsPublisher:
-    """One NATS client connection (TCP) that publishes events as the others' POSTs do."""
-
-    def __init__(self, host: str, port: int, seqs: dict[str, int]) -> None:
-        self.host = host
-        self.port = port
-        self._seqs = seqs  # channel -> last seq, shared by the run's publishers
-        self._last_ts: dict[str, int] = {}
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=64 * 1024**2
-        )
-        await self._reader.readuntil(b"\r\n")  # INFO
-        self._writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-
-    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
-        if self._writer is None:
-            await self.connect()
-        assert self._reader is not None and self._writer is not None
-        parts: list[bytes] = []
-        acks: list[dict[str, object]] = []
-        now = time.time_ns() // 1_000_000
-        for event in events:
-            channel = str(event["organization_id"])
-            seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
-            ts = max(now, self._last_ts.get(channel, 0))
-            self._last_ts[channel] = ts
-            message = orjson.dumps(
-                {
-                    "organization_id": channel,
-                    "data": {"seq": seq, "ts_ms": ts, "payload": event["payload"]},
-                }
-            )
-            parts.append(b"PUB %s %d\r\n%s\r\n" % (channel.encode(), len(message), message))
-            acks.append({"organization_id": channel, "seq": seq, "ts_ms": ts})
-        parts.append(b"PING\r\n")
-        self._writer.write(b"".join(parts))
-        while True:
-            line = await self._reader.readuntil(b"\r\n")
-            if line.startswith(b"PONG"):
-                return acks
-            if line.startswith(b"PING"):
-                self._writer.write(b"PONG\r\n")
-            elif line.startswith(b"-ERR"):
-                raise HttpError(f"nats answered {line.decode(errors='replace').strip()}")
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
 class WsPublisher:
     """One WebSocket connection to athena-cdc's ``/ws`` publishing with ``publish`` messages.
 
@@ -296,8 +237,8 @@ class WsPublisher:
 
 
 class EventPublisher(Protocol):
-    """What the scenarios publish with: :class:`Publisher`, :class:`WsPublisher` or
-    :class:`NatsPublisher`."""
+    """What the scenarios publish with: :class:`Publisher`, :class:`WsPublisher` (or the
+    harness's ``bench.nats.NatsPublisher``)."""
 
     async def connect(self) -> None: ...
     async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]: ...
