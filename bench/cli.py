@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import jwt
 
 from athena_cdc.bench import auth as bench_auth
 from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
@@ -93,6 +96,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_auth() -> list[str]:
+    """A secret for the server (its flags, returned) and a token that reads and publishes
+    everything, for the load generator (:func:`athena_cdc.bench.auth.use`)."""
+    secret = secrets.token_urlsafe(48)
+    claims = {"exp": int(time.time()) + 86_400, "channels": ["*"], "publish": ["*"]}
+    bench_auth.use(jwt.encode(claims, secret, algorithm="HS256"))
+    return [f"--jwt-secret={secret}"]
+
+
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in items:
@@ -131,7 +143,7 @@ async def run(args: argparse.Namespace) -> int:
         )
     athena_args = list(args.athena_arg)
     if args.auth:
-        athena_args += bench_auth.enable()  # before the load generator's workers start
+        athena_args += _enable_auth()  # before the load generator's workers start
     loadgen = LoadGen(args.workers)
     results = []
     try:

@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     publish_url = _check(args, p)
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(run(args, publish_url))
-    return uvloop.run(run(args, publish_url))
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(run(args, publish_url))
+        return uvloop.run(run(args, publish_url))
+    except KeyboardInterrupt:
+        return 130
