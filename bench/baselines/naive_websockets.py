@@ -64,10 +64,7 @@ async def travel(ws: ServerConnection, name: str, m: dict[str, Any]) -> None:
     limit = min(m["limit"] if isinstance(m.get("limit"), int) else 10_000, 50_000)
     log = channels[org].log if org in channels else []
     since = m.get("since_seq")
-    if isinstance(since, int):
-        picked = [e for e in log if e[0] > since][:limit]
-    else:
-        picked = log[-limit:]
+    picked = [e for e in log if e[0] > since][:limit] if isinstance(since, int) else log[-limit:]
     for _, _, text in picked:
         await ws.send(text)
     await ws.send(json.dumps({

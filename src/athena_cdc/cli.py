@@ -1,7 +1,7 @@
 """``athena-cdc``: the command line.
 
 athena-cdc serve [options]     run the server
-athena-cdc bench <scenario>    run a benchmark scenario
+athena-cdc bench tenants       load a running server and measure it
 athena-cdc tail CHANNEL...     follow channels (the client, athena_cdc.client)
 athena-cdc publish CHANNEL V   publish JSON values
 """
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(serve)
     commands.add_parser(
         "bench",
-        help="run a benchmark scenario (see: athena-cdc bench --help)",
+        help="load a running server and measure it (see: athena-cdc bench --help)",
         add_help=False,
     )
     from athena_cdc.client.terminal import add_commands  # tail, publish
@@ -105,10 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    # The benchmark needs the bench extra (picows, matplotlib, ...); without it, say so
+    # The load generator needs the bench extra (picows, ...); without it, say so
     # instead of showing an ImportError traceback.
     try:
-        from athena_cdc.bench.cli import main as bench_main
+        from athena_cdc.bench.remote import main as bench_main
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("athena_cdc"):
             raise

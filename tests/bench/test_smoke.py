@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from athena_cdc.bench import main
-from athena_cdc.bench.loadgen import LoadGen, NatsSubscriber, Totals
+from athena_cdc.bench.loadgen import LoadGen, Totals
 from athena_cdc.bench.procstat import cpu_seconds, rss_bytes
-from athena_cdc.bench.report import summary
-from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
-from athena_cdc.bench.silent import close_code
 from athena_cdc.bench.stats import latency_summary, percentile
-from athena_cdc.bench.verdicts import judge
+from bench.cli import main
+from bench.nats import NatsSubscriber
+from bench.report import summary
+from bench.scenarios import SCENARIOS, Bench, run_scenario
+from bench.silent import close_code
+from bench.verdicts import judge
 
 
 @pytest.fixture

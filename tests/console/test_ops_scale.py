@@ -2,7 +2,7 @@
 
 Generous bounds (the machine is shared): what this guards against is a full scan or
 sort per request growing with every viewer, not a few milliseconds. The measured
-figures are in docs/console.md (``python -m athena_cdc.console.bench``).
+figures are in docs/console.md (``python -m bench.console_cost``).
 """
 
 from __future__ import annotations

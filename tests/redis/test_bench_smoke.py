@@ -1,4 +1,4 @@
-"""``athena-cdc bench redis`` end to end, tiny: real nodes, a real Redis, its JSON saved.
+"""``python -m bench redis`` end to end, tiny: real nodes, a real Redis, its JSON saved.
 (The numbers themselves are not judged here: they are measured with the benchmark.)"""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from athena_cdc.bench.cli import main
+from bench.cli import main
 
 
 @pytest.mark.timeout(90)

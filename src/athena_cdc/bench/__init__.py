@@ -1,6 +1,9 @@
-"""Benchmarks of athena-cdc against baseline WebSocket servers (``athena-cdc bench``).
+"""``athena-cdc bench``: a load generator for a running athena-cdc (your own deployment).
 
-Run ``python -m athena_cdc.bench --help``; see ``docs/performance.md`` for the method.
+Run ``athena-cdc bench --help`` (or ``python -m athena_cdc.bench --help``). The comparison
+with other WebSocket servers (which starts them all on one machine) is not part of the
+package: it is ``bench/`` in a checkout (``python -m bench --help``), built on these
+modules; see ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -8,9 +11,9 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the ``athena-cdc bench`` subcommand; returns the exit code."""
-    from athena_cdc.bench.cli import main as cli_main
+    from athena_cdc.bench.remote import main as remote_main
 
-    return cli_main(argv)
+    return remote_main(argv)
 
 
 __all__ = ["main"]

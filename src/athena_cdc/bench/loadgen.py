@@ -12,16 +12,16 @@ sit at random places in the server's fan-out order, and the client costs less CP
 worker reports its own CPU time so a reader can see whether the load generator, not the
 server, was the bottleneck.
 
-Clients speak athena-cdc's protocol, or, against the ``nats`` baseline, NATS's (its
-WebSocket listener: ``CONNECT`` and ``SUB <channel>``, then ``MSG`` operations whose
-payloads are the same event messages); either way each event goes through the same
-counting and checking.
+Clients speak athena-cdc's protocol; the comparison harness (``bench/`` in a checkout)
+adds its NATS client by name (``protocol="bench.nats:NatsSubscriber"``), and each event
+goes through the same counting and checking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import multiprocessing
 import resource
 import time
@@ -148,62 +148,20 @@ class Subscriber(WSListener):
         return seq
 
 
-class NatsSubscriber(Subscriber):
-    """A client of the ``nats`` baseline: NATS's text protocol inside WebSocket frames.
-
-    Subscribes to the subject named after its channel; a ``PONG`` to the ``PING`` sent
-    after ``SUB`` means the server has the subscription (the ``subscribed`` of the
-    athena-cdc protocol). Each ``MSG`` payload is an event message. Operations may span
-    frames, so bytes are buffered until an operation is whole.
-    """
-
-    def __init__(self, totals: Totals, parse: bool, name: str = "") -> None:
-        super().__init__(totals, parse, name)
-        self._buffer = b""
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        super().on_ws_connected(transport)
-        transport.send(
-            WSMsgType.BINARY,
-            b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
-            b"SUB " + self.name.encode() + b" 1\r\nPING\r\n",
-        )
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is _CLOSE:
-            super().on_ws_frame(transport, frame)
-            return
-        self.feed(transport, frame.get_payload_as_bytes(), time.time_ns())
-
-    def feed(self, transport: WSTransport, chunk: bytes, now: int) -> None:
-        """Handle the NATS operations that ``chunk`` completes."""
-        data = self._buffer + chunk if self._buffer else chunk
-        at, size = 0, len(data)
-        while at < size:
-            end = data.find(b"\r\n", at)
-            if end < 0:
-                break
-            if data.startswith(b"MSG ", at):
-                length = int(data[data.rfind(b" ", at, end) + 1 : end])
-                start = end + 2
-                if start + length + 2 > size:
-                    break  # the payload is in a later frame
-                self.on_event(data[start : start + length], now)
-                at = start + length + 2
-                continue
-            if data.startswith(b"PING", at):
-                transport.send(WSMsgType.BINARY, b"PONG\r\n")
-            elif data.startswith(b"PONG", at) and not self.subscribed.done():
-                self.subscribed.set_result(now)
-            elif data.startswith(b"-ERR", at) and not self.subscribed.done():
-                self.subscribed.set_exception(
-                    ConnectionError(data[at:end].decode(errors="replace"))
-                )
-            at = end + 2
-        self._buffer = data[at:]
+PROTOCOLS: dict[str, type[Subscriber]] = {"athena": Subscriber}
 
 
-PROTOCOLS: dict[str, type[Subscriber]] = {"athena": Subscriber, "nats": NatsSubscriber}
+def client_class(protocol: str) -> type[Subscriber]:
+    """The client for ``protocol``: a name of :data:`PROTOCOLS`, or ``"module:Class"``, a
+    :class:`Subscriber` of another protocol imported in the worker (the harness's NATS
+    client, ``bench.nats:NatsSubscriber``, which the package does not ship)."""
+    if protocol in PROTOCOLS:
+        return PROTOCOLS[protocol]
+    module, _, name = protocol.partition(":")
+    found = getattr(importlib.import_module(module), name)
+    if not (isinstance(found, type) and issubclass(found, Subscriber)):
+        raise TypeError(f"{protocol!r} is not a Subscriber")
+    return found
 
 
 class Worker:
@@ -225,7 +183,7 @@ class Worker:
         protocol: str = "athena",
     ) -> Reply:
         """Open one connection per name; report how long each took to be subscribed."""
-        client_type = PROTOCOLS[protocol]
+        client_type = client_class(protocol)
         if start_at_ns:
             await asyncio.sleep(max(0.0, (start_at_ns - time.time_ns()) / 1e9))
         begin = start_at_ns or time.time_ns()

@@ -17,10 +17,6 @@ one event per request on its own schedule (the many-tenants shape).
 one connection per producer (``--publish-via ws``): the same events and the same wait
 for the answer (``published``, sent once the events are durable, as the 201 is).
 
-The ``nats`` baseline has no ``POST /events``: :class:`NatsPublisher` publishes over NATS's
-TCP protocol (``PUB`` per event, then ``PING``; the ``PONG`` means the server has handled
-them, which stands for the 201), and since core NATS assigns no seq, it assigns seq and
-ts itself, per channel, from counters shared by every publisher of the run.
 """
 
 from __future__ import annotations
@@ -55,22 +51,34 @@ class HttpError(Exception):
 
 
 class Publisher:
-    """One keep-alive connection to a server's HTTP port."""
+    """One keep-alive connection to a server's HTTP port (``tls``: HTTPS, the system's CAs;
+    ``headers``: sent with every POST; ``path``: where :meth:`publish` posts)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool = False,
+        headers: Mapping[str, str] | None = None,
+        path: str = "/events",
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        self.path = path
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._last_used = 0.0
-        self._auth = "".join(f"{k}: {v}\r\n" for k, v in bench_auth.headers().items())
+        sent = {**bench_auth.headers(), **(headers or {})}
+        self._auth = "".join(f"{k}: {v}\r\n" for k, v in sent.items())
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=64 * 1024**2
+            self.host, self.port, limit=64 * 1024**2, ssl=True if self.tls else None
         )
 
-    async def post(self, body: bytes, path: str = "/events") -> tuple[int, bytes]:
+    async def post(self, body: bytes, path: str | None = None) -> tuple[int, bytes]:
         """POST ``body`` (JSON); return status and response body."""
         # Servers drop idle keep-alive connections (Node after 5 s): rather than retry a
         # POST that may have been applied, open a fresh connection after a pause.
@@ -80,7 +88,7 @@ class Publisher:
             await self.connect()
         assert self._reader is not None and self._writer is not None
         self._writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"POST {path or self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{self._auth}\r\n".encode()
             + body
@@ -119,64 +127,9 @@ class Publisher:
         """Publish events (one POST); return the server's acks, raise unless 201."""
         status, data = await self.post(orjson.dumps(list(events)))
         if status != 201:
-            raise HttpError(f"POST /events answered {status}: {data[:200]!r}")
+            raise HttpError(f"POST {self.path} answered {status}: {data[:200]!r}")
         acks: list[dict[str, object]] = orjson.loads(data)["events"]
         return acks
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-class NatsPublisher:
-    """One NATS client connection (TCP) that publishes events as the others' POSTs do."""
-
-    def __init__(self, host: str, port: int, seqs: dict[str, int]) -> None:
-        self.host = host
-        self.port = port
-        self._seqs = seqs  # channel -> last seq, shared by the run's publishers
-        self._last_ts: dict[str, int] = {}
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=64 * 1024**2
-        )
-        await self._reader.readuntil(b"\r\n")  # INFO
-        self._writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-
-    async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
-        if self._writer is None:
-            await self.connect()
-        assert self._reader is not None and self._writer is not None
-        parts: list[bytes] = []
-        acks: list[dict[str, object]] = []
-        now = time.time_ns() // 1_000_000
-        for event in events:
-            channel = str(event["organization_id"])
-            seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
-            ts = max(now, self._last_ts.get(channel, 0))
-            self._last_ts[channel] = ts
-            message = orjson.dumps(
-                {
-                    "organization_id": channel,
-                    "data": {"seq": seq, "ts_ms": ts, "payload": event["payload"]},
-                }
-            )
-            parts.append(b"PUB %s %d\r\n%s\r\n" % (channel.encode(), len(message), message))
-            acks.append({"organization_id": channel, "seq": seq, "ts_ms": ts})
-        parts.append(b"PING\r\n")
-        self._writer.write(b"".join(parts))
-        while True:
-            line = await self._reader.readuntil(b"\r\n")
-            if line.startswith(b"PONG"):
-                return acks
-            if line.startswith(b"PING"):
-                self._writer.write(b"PONG\r\n")
-            elif line.startswith(b"-ERR"):
-                raise HttpError(f"nats answered {line.decode(errors='replace').strip()}")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -284,8 +237,8 @@ class WsPublisher:
 
 
 class EventPublisher(Protocol):
-    """What the scenarios publish with: :class:`Publisher`, :class:`WsPublisher` or
-    :class:`NatsPublisher`."""
+    """What the scenarios publish with: :class:`Publisher`, :class:`WsPublisher` (or the
+    harness's ``bench.nats.NatsPublisher``)."""
 
     async def connect(self) -> None: ...
     async def publish(self, events: Sequence[Mapping[str, object]]) -> list[dict[str, object]]: ...

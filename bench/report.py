@@ -2,7 +2,7 @@
 
 ``<scenario>-<timestamp>.json`` keeps everything a run measured; ``latest.json`` keeps,
 per scenario, the most recent result (merged, so running one scenario updates only its
-entry). The chart is drawn by :mod:`athena_cdc.bench.charts` from ``latest.json``.
+entry). The chart is drawn by :mod:`bench.charts` from ``latest.json``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ events ``{"organization_id","data":{"seq","ts_ms","payload"}}``, ``POST /events`
   ``app.publish`` pub/sub;
 * ``nats`` -- ``nats-server`` with its WebSocket listener: clients speak NATS inside
   WebSocket frames and events are published over its TCP protocol (see
-  :mod:`athena_cdc.bench.publisher`); it keeps no history, so it has no travel.
+  :mod:`bench.nats`); it keeps no history, so it has no travel.
 
 The child inherits this process's ``RLIMIT_NOFILE`` (raised by the CLI), so every server
 can hold 10,000 connections.
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from athena_cdc.bench import procstat
+from bench import nats
 
 SERVER_KINDS = ("athena", "uws", "nats", "node", "node-tuned", "python")
 
@@ -128,8 +129,8 @@ class ServerHandle:
 
     @property
     def client_protocol(self) -> str:
-        """What the load generator's clients speak to it (see loadgen.PROTOCOLS)."""
-        return "nats" if self.kind == "nats" else "athena"
+        """What the load generator's clients speak to it (see loadgen.client_class)."""
+        return nats.PROTOCOL if self.kind == "nats" else "athena"
 
     @property
     def health_path(self) -> str:

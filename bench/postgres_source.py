@@ -1,6 +1,6 @@
 """Benchmark of the PostgreSQL source: commit → WebSocket latency, and WAL → log rows/s.
 
-    python -m athena_cdc.sources.postgres.bench [--dsn postgresql://...]
+    python -m bench.postgres_source [--dsn postgresql://...]
 
 Without ``--dsn`` a throwaway cluster is started with ``tests/pg_cluster.py`` (run
 from a checkout). The latency part runs ``athena-cdc serve`` as a subprocess with a
@@ -214,7 +214,9 @@ def run(dsn: str, low_seconds: float = 20, high_seconds: float = 10) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.postgres_source", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dsn", help="PostgreSQL with wal_level=logical (default: throwaway)")
     parser.add_argument("--low-seconds", type=float, default=20)
     parser.add_argument("--high-seconds", type=float, default=10)

@@ -1,6 +1,6 @@
 """What the console costs the server: CPU-seconds with and without a viewer.
 
-    python -m athena_cdc.console.bench [--seconds 30] [--rate 500] [--channels 1000]
+    python -m bench.console_cost [--seconds 30] [--rate 500] [--channels 1000]
 
 Runs ``athena-cdc serve`` (sqlite, in a temporary directory) as a subprocess with
 ``--channels`` channels made up front, and steady traffic from this process: ``--rate``
@@ -245,7 +245,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m athena_cdc.console.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.console_cost", description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=500, help="events/s published")
     parser.add_argument("--subscribers", type=int, default=50)

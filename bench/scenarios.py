@@ -4,7 +4,7 @@ A scenario is an async function ``(bench, params) -> rows``: it starts each serv
 turn (fresh process, free ports), drives it with the shared :class:`LoadGen`, and returns
 one row of figures per server. :data:`SCENARIOS` holds, per scenario, its default
 parameters (overridable with ``--set key=value``), the stores it runs athena-cdc with by
-default, and its target. The targets are judged in :mod:`athena_cdc.bench.verdicts`.
+default, and its target. The targets are judged in :mod:`bench.verdicts`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from typing import Any
 
 from athena_cdc.bench.loadgen import LoadGen
 from athena_cdc.bench.procstat import machine_ticks, machine_usage, own_cpu_seconds
-from athena_cdc.bench.profiling import Profiler, top_functions
 from athena_cdc.bench.publisher import (
     EventPublisher,
-    NatsPublisher,
     Publisher,
     WsPublisher,
     pad_for,
@@ -31,9 +29,11 @@ from athena_cdc.bench.publisher import (
     publish_producers,
     random_picker,
 )
-from athena_cdc.bench.servers import ServerHandle, make_server, running
-from athena_cdc.bench.silent import SilentClient
 from athena_cdc.bench.stats import cdf_points, latency_summary, median, percentile
+from bench.nats import NatsPublisher
+from bench.profiling import Profiler, top_functions
+from bench.servers import ServerHandle, make_server, running
+from bench.silent import SilentClient
 
 Row = dict[str, Any]
 Params = dict[str, Any]

@@ -1,30 +1,34 @@
-"""``athena-cdc bench`` / ``python -m athena_cdc.bench``: run scenarios, print, save, plot."""
+"""``python -m bench`` (from a checkout's root): run scenarios, print, save, plot."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import jwt
+
 from athena_cdc.bench import auth as bench_auth
-from athena_cdc.bench import charts, report
 from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
-from athena_cdc.bench.scenarios import SCENARIOS, Bench, run_scenario
-from athena_cdc.bench.servers import SERVER_KINDS, repo_root
-from athena_cdc.bench.verdicts import judge
+from bench import charts, report
+from bench.scenarios import SCENARIOS, Bench, run_scenario
+from bench.servers import SERVER_KINDS, repo_root
+from bench.verdicts import judge
 
 ORDER = ("tenants", "burst", "steady", "spread", "travel", "idle", "storm", "slow")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="athena-cdc bench",
+        prog="python -m bench",
         description="Benchmark athena-cdc against uWebSockets.js, nats-server, a Node.js ws "
         "and a naive Python websockets server, on this machine, with the same load generator. "
-        "('athena-cdc bench redis --help': the Redis store's benchmark.)",
+        "Run from a checkout's root. ('python -m bench redis --help': the Redis store's "
+        "benchmark; against your own deployment: 'athena-cdc bench tenants --url ...'.)",
     )
     p.add_argument(
         "scenario",
@@ -92,6 +96,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_auth() -> list[str]:
+    """A secret for the server (its flags, returned) and a token that reads and publishes
+    everything, for the load generator (:func:`athena_cdc.bench.auth.use`)."""
+    secret = secrets.token_urlsafe(48)
+    claims = {"exp": int(time.time()) + 86_400, "channels": ["*"], "publish": ["*"]}
+    bench_auth.use(jwt.encode(claims, secret, algorithm="HS256"))
+    return [f"--jwt-secret={secret}"]
+
+
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in items:
@@ -130,7 +143,7 @@ async def run(args: argparse.Namespace) -> int:
         )
     athena_args = list(args.athena_arg)
     if args.auth:
-        athena_args += bench_auth.enable()  # before the load generator's workers start
+        athena_args += _enable_auth()  # before the load generator's workers start
     loadgen = LoadGen(args.workers)
     results = []
     try:
@@ -188,7 +201,7 @@ def _plot(results: list[dict[str, Any]], folder: Path, merged: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["redis"]:  # the Redis store's own benchmark
-        from athena_cdc.bench.redis_bench import main as redis_main
+        from bench.redis_bench import main as redis_main
 
         return redis_main(argv[1:])
     args = parser().parse_args(argv)

