@@ -208,6 +208,7 @@ class SqliteLog(EventLog):
         retention_age: float | None = None,
         memory_limit: int = 512 * 1024**2,
         synchronous: str = "full",
+        commit_interval: float = 0.0,
         on_damage: str = "refuse",
     ) -> None:
         super().__init__()
@@ -217,6 +218,12 @@ class SqliteLog(EventLog):
         self._retention_events = retention_events
         self._retention_age = retention_age
         self._synchronous = synchronous.upper()
+        # --sqlite-commit-interval: a commit starts at least this long after the last
+        # one started. Each commit costs ~300 µs of CPU whatever it holds (fsync, WAL
+        # frames, locks, the thread hop); at 2,000 single-event publishes/s commits
+        # otherwise carry ~1.8 events each. Waiting only when the last commit is that
+        # recent holds nothing back at low rates.
+        self._commit_interval = commit_interval
         writer_bytes = memory_limit // WRITER_SHARE
         self._cache = RingSet(retention_events, memory_limit - writer_bytes)
         # Bounds of recently used channels, least recently used first; their cost is
@@ -247,6 +254,7 @@ class SqliteLog(EventLog):
         self._pruner: asyncio.Task[None] | None = None
         self._health: str | None = None
         self._lock_file: IO[str] | None = None
+        self._last_commit_at = 0.0
         self.commits = 0  # number of group commits, for metrics and tests
         self._releaser = MemoryReleaser()
         self._switch_interval: float | None = None  # the process's, while the log is open
@@ -443,6 +451,11 @@ class SqliteLog(EventLog):
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
+            if self._commit_interval:
+                wait = self._last_commit_at + self._commit_interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # appends of the wait join this commit
+                self._last_commit_at = loop.time()
             work, self._pending = self._pending, []
             # The hub is told of these channels' appends only after the commit; until
             # then bounds() must answer from memory, not from the disk that already

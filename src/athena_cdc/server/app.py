@@ -87,6 +87,7 @@ def make_log(settings: Settings, owner: OwnerLink | None = None) -> EventLog:
         retention_age=settings.retention_age,
         memory_limit=settings.memory_limit,
         synchronous=settings.sqlite_synchronous,
+        commit_interval=settings.sqlite_commit_interval,
         on_damage=settings.on_damage,
     )
 
