@@ -342,3 +342,15 @@ async def post_all_and_read_back(bodies: list[bytes]) -> None:
 @given(st.lists(publish_bodies, min_size=15, max_size=15))
 def test_posted_bodies_are_201_or_4xx_and_read_back_strict(bodies: list[bytes]) -> None:
     asyncio.run(post_all_and_read_back(bodies))
+
+
+def test_a_text_message_parses_exactly_as_its_utf8_bytes() -> None:
+    # WebSocket text arrives as str and is checked as its UTF-8 bytes: big integers keep
+    # every digit either way, and a lone surrogate (which no UTF-8 text can hold) is
+    # refused, not passed on.
+    jv = strict_json
+    text = '{"n":123456789012345678901234567890,"m":-1234567890123456789012,"s":"é"}'
+    assert jv.loads(text) == jv.loads(text.encode())
+    assert jv.loads(text)["n"] == jv.BigInteger("123456789012345678901234567890")
+    with pytest.raises(jv.JsonError, match="not UTF-8"):
+        jv.loads('{"s":"\ud800"}')

@@ -30,8 +30,7 @@ MAX_DEPTH: Final = 254
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 _LONG_NUMBER_BYTES = re.compile(rb"\d{20}|-\d{19}")
-_LONG_NUMBER_TEXT = re.compile(r"\d{20}|-\d{19}")
-# Both patterns need 19 digits in a row. Mapping every digit to b"0" and looking for 19
+# The pattern needs 19 digits in a row. Mapping every digit to b"0" and looking for 19
 # of them is two C loops (~0.3 us for a 250-byte body, against ~8 us for the regex scan,
 # which then runs only on the rare body that has such a run).
 _DIGITS_AS_ZERO = bytes(ord("0") if b in b"0123456789" else ord(".") for b in range(256))
@@ -71,13 +70,17 @@ class BigInteger:
 
 def loads(data: bytes | str) -> Any:
     """Parse strict JSON; integers beyond orjson's range come back as :class:`BigInteger`."""
-    if isinstance(data, bytes):
-        long_number = (
-            _NINETEEN_DIGITS in data.translate(_DIGITS_AS_ZERO)
-            and _LONG_NUMBER_BYTES.search(data) is not None
-        )
-    else:
-        long_number = _LONG_NUMBER_TEXT.search(data) is not None
+    if isinstance(data, str):
+        # Text (a WebSocket message) is checked as its UTF-8 bytes: encoding ~250
+        # characters costs ~0.3 µs, the same regex scan of the str ~9 µs.
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:  # a lone surrogate: not text JSON can hold
+            raise JsonError("the text is not UTF-8") from None
+    long_number = (
+        _NINETEEN_DIGITS in data.translate(_DIGITS_AS_ZERO)
+        and _LONG_NUMBER_BYTES.search(data) is not None
+    )
     if not long_number:
         try:
             return orjson.loads(data)  # refuses NaN, Infinity and 1e400 by itself
@@ -86,7 +89,7 @@ def loads(data: bytes | str) -> Any:
                 raise JsonError(_too_deep()) from None
             raise JsonError(str(exc)) from None
     try:
-        text = data.decode() if isinstance(data, bytes) else data
+        text = data.decode()
         return json.loads(
             text,
             parse_int=_exact_int,
