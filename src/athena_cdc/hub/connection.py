@@ -162,7 +162,8 @@ class Connection:
         self.dirty = False
         pending = self._pending
         if not pending or self.closing:
-            self._discard_pending()
+            pending.clear()
+            self._pending_bytes = 0
             return
         if self._draining is not None:
             if self._pending_bytes > self.limit:
@@ -173,7 +174,8 @@ class Connection:
             self._discard_pending()
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self._discard_pending()
+        pending.clear()
+        self._pending_bytes = 0
         transport.write(data)
         if transport.get_write_buffer_size() > WRITE_HIGH_WATER and self._drain is not None:
             self._draining = asyncio.get_running_loop().create_task(self._wait_writable())

@@ -55,7 +55,10 @@ class MemoryReleaser:
 
     def note_batch(self, batch: Sequence[NewEvent]) -> None:
         """A batch was offered to the log (appended or refused)."""
-        self._churn += sum(len(item.payload) for item in batch) + PARSED_EVENT_BYTES * len(batch)
+        churn = PARSED_EVENT_BYTES * len(batch)
+        for item in batch:
+            churn += len(item.payload)
+        self._churn += churn
 
     def start(self) -> None:
         if _malloc_trim is not None and self._task is None:

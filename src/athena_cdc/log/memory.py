@@ -127,12 +127,18 @@ class MemoryLog(EventLog):
     def _check_room_for_new_channels(self, batch: Sequence[NewEvent]) -> None:
         """Refuse the whole batch if remembering its new channels would break the bound."""
         rings, counters = self._rings, self._counters
+        held = rings.rings
+        for item in batch:
+            if item.channel not in held and item.channel not in counters:
+                break
+        else:
+            return  # every channel is known: the common case, with no set built
         new = {
             item.channel
             for item in batch
-            if item.channel not in counters and item.channel not in rings.rings
+            if item.channel not in held and item.channel not in counters
         }
-        if new and rings.reserved + sum(map(counter_cost, new)) > rings.max_bytes // 2:
+        if rings.reserved + sum(map(counter_cost, new)) > rings.max_bytes // 2:
             raise StorageUnavailable(
                 f"the memory store remembers the last seq of every channel it has seen, "
                 f"and {len(counters)} channels fill half of --memory-limit; "

@@ -92,11 +92,12 @@ class ChannelRing:
         return len(self._frames) - self._start
 
     def append(self, event: Event) -> None:
-        if event.seq != self.last_seq + 1 and len(self) > 0:
-            raise ValueError(f"seq {event.seq} after {self.last_seq} breaks contiguity")
-        if len(self) == 0:
+        frames = self._frames
+        if len(frames) == self._start:  # empty (len(self), without the method call)
             self.first_seq = event.seq
-        self._frames.append(event.frame)
+        elif event.seq != self.last_seq + 1:
+            raise ValueError(f"seq {event.seq} after {self.last_seq} breaks contiguity")
+        frames.append(event.frame)
         self._ts.append(event.ts_ms)
         self.last_seq = event.seq
         self.last_ts_ms = event.ts_ms
@@ -206,15 +207,21 @@ class RingSet:
         return ring
 
     def add(self, event: Event) -> None:
-        ring = self._ensure(event.channel, event.seq - 1)
+        # Once per event appended or cached: the common case (a known channel, under
+        # both bounds) is kept to a few attribute reads.
+        ring = self.rings.get(event.channel)
+        if ring is None:
+            ring = self._ensure(event.channel, event.seq - 1)
         ring.append(event)
         self.bytes += frame_cost(event.frame, event.channel)
         self.events += 1
-        self._order.append(ring)
+        order = self._order
+        order.append(ring)
         if len(ring) > self.per_channel:
             self._drop(ring)
-        self.fit()
-        if len(self._order) > 2 * self.events + 1024:
+        if self.bytes + self.reserved > self.max_bytes:
+            self.fit()
+        if len(order) > 2 * self.events + 1024:
             self._compact_order()
 
     def fit(self) -> None:
