@@ -13,6 +13,7 @@ COLORS = {
     "uws": "#9467bd",
     "nats": "#ff7f0e",
     "python": "#d62728",
+    "aiohttp": "#8c564b",
 }
 
 

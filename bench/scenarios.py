@@ -39,6 +39,9 @@ Row = dict[str, Any]
 Params = dict[str, Any]
 
 
+# Servers that take the WebSocket ``publish`` message (``--publish-via ws``).
+WS_PUBLISHERS = ("athena", "aiohttp")
+
 @dataclass
 class Bench:
     """What every scenario gets: the load generator and which servers to run."""
@@ -76,7 +79,9 @@ async def run_scenario(bench: Bench, scenario: Scenario, params: Params) -> list
     runs = [
         (kind, store, via)
         for kind, store in bench.servers
-        for via in (bench.publish_via if kind == "athena" and scenario.publish_via else ("http",))
+        for via in (
+            bench.publish_via if kind in WS_PUBLISHERS and scenario.publish_via else ("http",)
+        )
     ]
     for kind, store, via in runs:
         label = f"athena/{store}" if kind == "athena" else kind
@@ -184,7 +189,7 @@ async def _connect(
 async def _publisher(server: ServerHandle, via: str = "http", name: str = "") -> EventPublisher:
     """A connected publisher; ``via="ws"``: athena-cdc's WebSocket ``publish`` message."""
     publisher: EventPublisher
-    if via == "ws" and server.kind == "athena":
+    if via == "ws" and server.kind in WS_PUBLISHERS:
         publisher = WsPublisher(server.host, server.ws_port, name or "producer")
     elif server.kind == "nats":
         publisher = NatsPublisher(server.host, server.tcp_port, server.publisher_seqs)

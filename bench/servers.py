@@ -12,6 +12,9 @@ events ``{"organization_id","data":{"seq","ts_ms","payload"}}``, ``POST /events`
   ``POST /events`` (websockets cannot read a request body);
 * ``uws`` -- ``bench/baselines/uws/server.js``, uWebSockets.js (C++) and its own
   ``app.publish`` pub/sub;
+* ``aiohttp`` -- ``bench/baselines/aiohttp_floor.py``: athena-cdc's own libraries
+  (aiohttp, uvloop, orjson) and fan-out tricks doing only the protocol subset: the floor
+  under athena-cdc's stack (it also takes the WebSocket ``publish`` message);
 * ``nats`` -- ``nats-server`` with its WebSocket listener: clients speak NATS inside
   WebSocket frames and events are published over its TCP protocol (see
   :mod:`bench.nats`); it keeps no history, so it has no travel.
@@ -41,7 +44,7 @@ from pathlib import Path
 from athena_cdc.bench import procstat
 from bench import nats
 
-SERVER_KINDS = ("athena", "uws", "nats", "node", "node-tuned", "python")
+SERVER_KINDS = ("athena", "uws", "nats", "node", "node-tuned", "aiohttp", "python")
 
 
 def repo_root() -> Path:
@@ -195,6 +198,9 @@ class ServerHandle:
                 f"websocket {{ host: {self.host}, port: {self.ws_port}, no_tls: true }}\n"
             )
             return [nats_server_binary(), "-c", str(config)]
+        if self.kind == "aiohttp":
+            script = repo_root() / "bench" / "baselines" / "aiohttp_floor.py"
+            return [sys.executable, str(script), "--port", str(self.ws_port), "--host", self.host]
         if self.kind == "python":
             script = repo_root() / "bench" / "baselines" / "naive_websockets.py"
             return [

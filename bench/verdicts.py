@@ -13,7 +13,7 @@ from typing import Any
 
 Row = dict[str, Any]
 
-BASELINES = ("uws", "nats", "node", "node-tuned", "python")
+BASELINES = ("uws", "nats", "node", "node-tuned", "aiohttp", "python")
 
 # scenario -> (primary figure, higher is better)
 PRIMARY: dict[str, tuple[str, bool]] = {
@@ -45,14 +45,16 @@ def ratios(scenario: str, rows: list[Row]) -> dict[str, float]:
         if str(r.get("server", "")).startswith("athena") and isinstance(r.get(figure), int | float)
     ]
     for athena in athenas:
+        via = "+ws" if str(athena["server"]).endswith("+ws") else ""
         for base in BASELINES:
-            other = _row(rows, base)
+            # A baseline run the same way (aiohttp+ws) is the one to compare with.
+            other = (_row(rows, base + via) if via else None) or _row(rows, base)
             if other is None or not isinstance(other.get(figure), int | float):
                 continue
             mine, theirs = float(athena[figure]), float(other[figure])
             if mine <= 0 or theirs <= 0:
                 continue
-            found[f"{athena['server']} vs {base}"] = (
+            found[f"{athena['server']} vs {other['server']}"] = (
                 mine / theirs if higher_better else theirs / mine
             )
     return found

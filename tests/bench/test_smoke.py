@@ -203,3 +203,22 @@ def test_a_run_where_any_server_lost_or_duplicated_deliveries_fails() -> None:
             {"server": "node", "msgs_per_cpu_s": 100_000.0, "complete": False}]
     verdict = judge("burst", rows)
     assert verdict["pass"] is False and "INCOMPLETE (loss or excess): node" in verdict["detail"]
+
+
+async def test_the_aiohttp_floor_baseline_runs_both_publish_paths_and_is_compared_like_for_like(
+    bench: Bench,
+) -> None:
+    floor = dataclasses.replace(
+        bench, servers=[("athena", "memory"), ("aiohttp", "memory")], publish_via=("http", "ws")
+    )
+    tenants = SCENARIOS["tenants"]
+    params = {**tenants.defaults, "channels": 12, "subscribers": 2, "producers": 3,
+              "rate": 300, "duration_s": 0.4, "warmup_s": 0.1, "timeout": 10.0}
+    rows = await run_scenario(floor, tenants, params)
+    assert [row["server"] for row in rows] == [
+        "athena/memory", "athena/memory+ws", "aiohttp", "aiohttp+ws"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["expected"] == row["received"] == 240 and row["complete"] is True
+    ratios = judge("tenants", rows)["ratios"]
+    assert set(ratios) >= {"athena/memory vs aiohttp", "athena/memory+ws vs aiohttp+ws"}
