@@ -33,6 +33,7 @@ from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
 from athena_cdc.server.ops_api import OpsApi
+from athena_cdc.server.publish_lane import PublishLane
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
@@ -133,6 +134,7 @@ class AthenaServer:
             tls_handshake_timeout=settings.tls_handshake_timeout,
         )
         self._runner: web.AppRunner | None = None
+        self._publish_lane: PublishLane | None = None
         self._site: web.TCPSite | None = None
         self.port = settings.port
 
@@ -145,6 +147,9 @@ class AthenaServer:
         roles = {source.name: source.role for source in self.sources}
         ops = OpsEndpoints(self.metrics, checks, self.guard, roles)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
+        self._publish_lane = PublishLane(
+            publish, self.worker.response_headers if self.worker is not None else {}
+        )
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
         app = web.Application(
@@ -194,6 +199,8 @@ class AthenaServer:
         self._runner = JsonErrorAppRunner(
             self._build_app(),
             deadlines=self.deadlines,
+            # Plain publishes skip aiohttp's per-request machinery (the same answers).
+            publish_lane=self._publish_lane if self.settings.publish_lane else None,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,
