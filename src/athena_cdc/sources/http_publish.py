@@ -149,7 +149,6 @@ class PublishEndpoint:
         return events
 
 
-
 def created_body(appended: Sequence[Event]) -> bytes:
     """The 201's body: the acks of the appended events."""
     return b'{"events":[%b]}' % publish_batch.acks(appended)
