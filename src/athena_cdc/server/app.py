@@ -147,9 +147,6 @@ class AthenaServer:
         roles = {source.name: source.role for source in self.sources}
         ops = OpsEndpoints(self.metrics, checks, self.guard, roles)
         publish = PublishEndpoint(self.log, self.metrics, self.guard)
-        self._publish_lane = PublishLane(
-            publish, self.worker.response_headers if self.worker is not None else {}
-        )
         # The body limit is checked by the publish endpoint itself (JSON error); this
         # one only stops aiohttp from buffering anything larger.
         app = web.Application(
@@ -163,6 +160,15 @@ class AthenaServer:
         if self.worker is not None:
             app.on_response_prepare.append(self.worker.name_response)
         self._add_console(app)
+        # The lane answers as this app would: only with these middlewares and hooks.
+        if (
+            self.settings.publish_lane
+            and tuple(app.middlewares) == (json_http_errors,)
+            and len(app.on_response_prepare) == (self.worker is not None)
+        ):
+            self._publish_lane = PublishLane(
+                publish, self.worker.response_headers if self.worker is not None else {}
+            )
         return app
 
     def _add_console(self, app: web.Application) -> None:
@@ -196,11 +202,12 @@ class AthenaServer:
             self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
         quiet_accept_errors(asyncio.get_running_loop())
+        app = self._build_app()  # before the runner: it decides the publish lane
         self._runner = JsonErrorAppRunner(
-            self._build_app(),
+            app,
             deadlines=self.deadlines,
             # Plain publishes skip aiohttp's per-request machinery (the same answers).
-            publish_lane=self._publish_lane if self.settings.publish_lane else None,
+            publish_lane=self._publish_lane,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,

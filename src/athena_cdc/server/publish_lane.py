@@ -159,7 +159,7 @@ class PublishLane:
         # aiohttp's 500 page is HTML for such a client: not worth imitating.
         return b"text/html" not in fields.get(b"accept", b"")
 
-    def begin(self, request: Request) -> Answer | None | asyncio.Future[list[Event]]:
+    def begin(self, request: Request) -> Answer | asyncio.Future[list[Event]] | None:
         """The answer, or the append to answer from once it is done (:meth:`finish`)."""
         endpoint = self.endpoint
         fields = request.fields
@@ -281,6 +281,7 @@ class LaneRequestHandler(DeadlineRequestHandler):
             and not (self._request_in_progress or self._request_begun)
             and self._body_timer is None
             and not (self._paused or self._reading_paused or self._buffer_paused)
+            and not self._logging_enabled  # an access log would miss the lane's requests
         )
 
     def _lane_serve(self, lane: PublishLane, request: Request) -> None:
