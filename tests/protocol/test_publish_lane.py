@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from athena_cdc.server.publish_lane import PublishLane, split_request
 from athena_cdc.server.workers import WORKER_HEADER
 from tests.protocol._support import metric
 from tests.support.servers import running_server
+from tests.support.tls import self_signed_certificate
 from tests.workers._support import workers_process
 
 SECRET = "athena-test-secret-of-at-least-32-bytes"
@@ -375,3 +377,25 @@ def test_whole_requests_the_lane_does_not_answer_keep_the_parser_usable() -> Non
     request = split_request(post(b"[]", b"X-Unusual: 1"))
     assert request is not None
     assert request.fields[b"x-unusual"] == b"1" and request.body == b"[]"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_the_lane_answers_over_tls_too(store: str, tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    async with running_server(
+        store=store, data_dir=str(tmp_path / "data"), tls_cert=str(cert), tls_key=str(key)
+    ) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context)
+        conn = Conn(reader, writer)
+        try:
+            for i in range(1, 4):
+                await conn.send(post(ev("t", i)))
+                answer = await conn.response()
+                assert answer.startswith(b"HTTP/1.1 201 ") and b'"seq":%d' % i in answer
+        finally:
+            conn.close()
+        # The first request can arrive with the handshake, before aiohttp waits for one:
+        # then aiohttp answers it.
+        assert served(server) >= 2
