@@ -176,11 +176,13 @@ class PublishLane:
             except PublishError as error:
                 return self.refuse(error, body_unread=bool(body))
             events = endpoint.events(allowed, body)
+            # Begun now, as the WebSocket publish does: a store that commits later
+            # completes the future then (the answer waits; see LaneRequestHandler).
+            future = endpoint.log.start_append(events)
         except PublishError as error:
             return self.refuse(error, body_unread=False)
         except Exception as exc:
             return self._internal_error(exc)
-        future = endpoint.log.start_append(events)
         return self.finish(future) if future.done() else future
 
     def finish(self, future: asyncio.Future[list[Event]]) -> Answer | None:
@@ -310,11 +312,9 @@ class LaneRequestHandler(DeadlineRequestHandler):
         self._request_in_progress = False
         lane = self._lane
         assert lane is not None
-        if self.transport is None:  # the peer left meanwhile: nobody to answer
-            if not future.cancelled():
-                future.exception()  # retrieved: the store's failure is not news here
-        else:
-            self._lane_write(lane.finish(future))
+        # Counted even if the peer left meanwhile, as aiohttp's handler (not cancelled
+        # when its peer leaves) would have; then there is nobody to write to.
+        self._lane_write(lane.finish(future))
         waiter = self._handler_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # a graceful shutdown was waiting for this answer
