@@ -16,7 +16,7 @@ import re
 import sqlite3
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ import jwt
 import orjson
 import pytest
 
+from athena_cdc.config import Settings
+from athena_cdc.log.memory import MemoryLog
+from athena_cdc.log.remote import LogServer, OwnerLink
 from athena_cdc.server.app import AthenaServer
 from athena_cdc.server.publish_lane import (
     JSON_TYPES,
@@ -31,7 +34,7 @@ from athena_cdc.server.publish_lane import (
     PublishLane,
     split_request,
 )
-from athena_cdc.server.workers import WORKER_HEADER
+from athena_cdc.server.workers import WORKER_HEADER, WorkerRole
 from tests.protocol._support import metric
 from tests.support.servers import running_server
 from tests.support.tls import self_signed_certificate
@@ -478,3 +481,57 @@ async def test_bytes_that_arrive_while_an_append_is_pending_wait_their_turn(
         assert b'"seq":2' in second and b'"seq":3' in third
         assert health.startswith(b"HTTP/1.1 200 ")
         assert served(server) == 2  # the last two came in one read: aiohttp's
+
+
+@contextlib.asynccontextmanager
+async def worker_server(socket: Path, **settings: Any) -> AsyncIterator[AthenaServer]:
+    """Worker 2 of ``--workers``, in this process: its log is the supervisor's, over a
+    real link to a LogServer on a memory store."""
+    owner = MemoryLog()
+    await owner.open()
+    log_server = LogServer(str(socket), owner)
+    await log_server.start()
+    link = OwnerLink(log_server.path)
+    await link.connect()
+    server = AthenaServer(Settings(port=0, store="memory", **settings), WorkerRole(2, link))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        await log_server.stop()
+        await owner.close()
+
+
+async def test_a_workers_lane_answer_names_it_as_aiohttps_does(tmp_path: Path) -> None:
+    requests = [[post(ev("w", 1))], [post(b"{")], [post(ev("w", 2))]]
+    async with worker_server(tmp_path / "a.sock", publish_lane=False) as server:
+        expected = await answers(server, requests)
+    async with worker_server(tmp_path / "b.sock") as server:
+        assert await answers(server, requests) == expected
+        assert served(server) == 3
+    assert all(b"\r\nX-Athena-Worker: 2\r\n\r\n" in raw for raw, _ in expected)
+
+
+async def test_an_append_the_sqlite_log_cannot_write_is_a_503_as_aiohttps(tmp_path: Path) -> None:
+    from athena_cdc.log.sqlite import SqliteLog
+
+    requests = [[post(ev("f", 1))], [post(ev("f", 2))]]
+    results = []
+    for lane in (False, True):
+        data_dir = tmp_path / f"lane-{lane}"
+        async with running_server(
+            store="sqlite", data_dir=str(data_dir), publish_lane=lane
+        ) as server:
+            assert isinstance(server.log, SqliteLog)
+            with contextlib.closing(sqlite3.connect(server.log.path)) as side:
+                side.execute("ALTER TABLE events RENAME TO events_elsewhere")  # writes fail
+                side.commit()
+                results.append(await answers(server, requests))
+                side.execute("ALTER TABLE events_elsewhere RENAME TO events")
+                side.commit()
+            if lane:
+                assert served(server) == 2
+    assert results[0] == results[1]
+    raw, closed = results[1][0]
+    assert raw.startswith(b"HTTP/1.1 503 ") and b'"error":"unavailable"' in raw and not closed
