@@ -697,6 +697,9 @@ class Settings:
     # Per-table channel overrides from the config file: {"schema.table": "channel"}.
     pg_table_channels: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
+    # Plain POST /events answered without aiohttp's per-request machinery (the same
+    # answers; server/publish_lane.py). Not an option: off only to compare, in tests.
+    publish_lane: bool = True
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from athena_cdc.server.http_errors import JsonErrorAppRunner
 from athena_cdc.server.limits import ConnectionLimits, quiet_accept_errors
 from athena_cdc.server.ops import HealthCheck, OpsEndpoints
 from athena_cdc.server.ops_api import OpsApi
+from athena_cdc.server.publish_lane import PublishLane
 from athena_cdc.server.websocket import MAX_MESSAGE_BYTES, WebSocketEndpoint
 from athena_cdc.sources.http_publish import MAX_BODY_BYTES, PublishEndpoint
 
@@ -133,6 +134,7 @@ class AthenaServer:
             tls_handshake_timeout=settings.tls_handshake_timeout,
         )
         self._runner: web.AppRunner | None = None
+        self._publish_lane: PublishLane | None = None
         self._site: web.TCPSite | None = None
         self.port = settings.port
 
@@ -158,6 +160,15 @@ class AthenaServer:
         if self.worker is not None:
             app.on_response_prepare.append(self.worker.name_response)
         self._add_console(app)
+        # The lane answers as this app would: only with these middlewares and hooks.
+        if (
+            self.settings.publish_lane
+            and tuple(app.middlewares) == (json_http_errors,)
+            and len(app.on_response_prepare) == (self.worker is not None)
+        ):
+            self._publish_lane = PublishLane(
+                publish, self.worker.response_headers if self.worker is not None else {}
+            )
         return app
 
     def _add_console(self, app: web.Application) -> None:
@@ -191,9 +202,12 @@ class AthenaServer:
             self.sources = make_sources(self.settings, self.log, self.metrics)
         self._wire_metrics()
         quiet_accept_errors(asyncio.get_running_loop())
+        app = self._build_app()  # before the runner: it decides the publish lane
         self._runner = JsonErrorAppRunner(
-            self._build_app(),
+            app,
             deadlines=self.deadlines,
+            # Plain publishes skip aiohttp's per-request machinery (the same answers).
+            publish_lane=self._publish_lane,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,

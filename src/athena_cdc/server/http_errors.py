@@ -6,7 +6,8 @@ protocol promises a JSON body for a bad client name, so the parser's errors are
 answered in the same JSON form as every other error of the server.
 
 The same goes for the 408 of a request that missed its header deadline (see
-:mod:`athena_cdc.server.deadlines`, whose handler this one extends). These are the
+:mod:`athena_cdc.server.deadlines`, whose handler this one extends, through the
+publish lane's of :mod:`athena_cdc.server.publish_lane`). These are the
 client's mistakes, so they are logged at debug level, without a traceback.
 
 This hooks aiohttp's ``RequestHandler.handle_error`` through a ``Server`` subclass;
@@ -25,12 +26,13 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from athena_cdc.protocol.handshake import CLIENT_HEADER, INVALID_HEADER_ERROR
-from athena_cdc.server.deadlines import DeadlineRequestHandler, Deadlines, timeout_body
+from athena_cdc.server.deadlines import Deadlines, timeout_body
+from athena_cdc.server.publish_lane import LaneRequestHandler
 
 log = logging.getLogger(__name__)
 
 
-class _JsonErrorRequestHandler(DeadlineRequestHandler):
+class _JsonErrorRequestHandler(LaneRequestHandler):
     def handle_error(
         self,
         request: BaseRequest,

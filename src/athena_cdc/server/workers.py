@@ -55,8 +55,13 @@ class WorkerRole:
     index: int
     link: OwnerLink
 
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Added to every response of this worker (also by the publish lane's)."""
+        return {WORKER_HEADER: str(self.index)}
+
     async def name_response(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[WORKER_HEADER] = str(self.index)
+        response.headers.update(self.response_headers)
 
 
 # -- the worker process ------------------------------------------------------------------

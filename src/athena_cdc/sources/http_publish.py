@@ -8,6 +8,7 @@ media type, the body size bound, the headers and the status codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -16,7 +17,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from athena_cdc.auth.guard import KEY_HEADER, Guard, Refused
-from athena_cdc.log.base import EventLog, NewEvent
+from athena_cdc.auth.permissions import ChannelPatterns
+from athena_cdc.log.base import Event, EventLog, NewEvent
 from athena_cdc.metrics import Metrics
 from athena_cdc.protocol import json_values
 from athena_cdc.sources import publish_batch
@@ -36,11 +38,9 @@ MEDIA_TYPE = "application/json"
 
 def error_response(error: PublishError) -> web.Response:
     response = web.Response(
-        body=orjson.dumps(error.body()), status=error.status, content_type="application/json"
+        body=orjson.dumps(error.body()), status=error.status, content_type=MEDIA_TYPE
     )
-    if error.status == 413:
-        # The unread rest of the body would otherwise keep the connection busy
-        # (and a draining server waiting for it).
+    if refusal_closes(error, body_unread=False):
         response.force_close()
     return response
 
@@ -63,7 +63,8 @@ class PublishEndpoint:
         # key on every call, several microseconds that each publish would pay.
         self._answered: dict[int, Any] = {}
 
-    def _count(self, status: int) -> None:
+    def count(self, status: int) -> None:
+        """``athena_cdc_publish_requests{status}``: once per request answered."""
         counter = self._answered.get(status)
         if counter is None:
             counter = self._answered[status] = self.metrics.publish_requests.labels(str(status))
@@ -76,7 +77,7 @@ class PublishEndpoint:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             response = error_response(_too_large())
             response.force_close()
-            self._count(response.status)
+            self.count(response.status)
             return response
         await _default_expect_handler(request)
         return None
@@ -86,30 +87,18 @@ class PublishEndpoint:
             response = await self._publish(request)
         except PublishError as error:
             response = error_response(error)
-            if request.can_read_body:
-                # Refused before the body was read: reading it now would only help a
-                # client that should not be sending it.
+            if refusal_closes(error, body_unread=request.can_read_body):
                 response.force_close()
-        self._count(response.status)
+        self.count(response.status)
         return response
 
     async def _publish(self, request: web.Request) -> web.Response:
-        try:
-            # Before the body is read. The key is compared as the bytes sent (its text
-            # need not be UTF-8), and looked for only when one is configured.
-            key = raw_header(request, KEY_HEADER) if self.guard.publish_key is not None else b""
-            allowed = self.guard.publisher(request.headers, key)
-        except Refused as refused:
-            raise PublishError.refused(refused) from None
-        if not _is_json(request):
-            raise PublishError(
-                415,
-                "unsupported_media_type",
-                f"Send the body as JSON with the header 'Content-Type: {MEDIA_TYPE}' "
-                f"(got {clip(request.headers.get('Content-Type', 'none'))!r}).",
-            )
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise _too_large()
+        # Before the body is read. The key is compared as the bytes sent (its text need
+        # not be UTF-8), and looked for only when one is configured.
+        key = raw_header(request, KEY_HEADER) if self.guard.publish_key is not None else b""
+        allowed = self.admit(
+            request.headers, key, request.content_type, request.charset, request.content_length
+        )
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -118,21 +107,64 @@ class PublishEndpoint:
             raise PublishError(
                 400, "invalid_body", f"The body could not be read: {clip(str(exc))}"
             ) from None
+        events = self.events(allowed, body)
+        appended = await publish_batch.append(self.log, events)
+        return web.Response(body=created_body(appended), status=201, content_type=MEDIA_TYPE)
+
+    # The rules of a request, shared with the lean lane of
+    # :mod:`athena_cdc.server.publish_lane`: what is checked before the body is read,
+    # then what is checked of the body, then the store's outcome.
+
+    def admit(
+        self,
+        headers: Mapping[str, str],
+        key: bytes,
+        content_type: str,
+        charset: str | None,
+        content_length: int | None,
+    ) -> ChannelPatterns:
+        """The channels this request may publish to, checked before its body is read:
+        the publisher (401), the media type (415) and the declared size (413)."""
+        try:
+            allowed = self.guard.publisher(headers, key)
+        except Refused as refused:
+            raise PublishError.refused(refused) from None
+        if not is_json(content_type, charset):
+            raise PublishError(
+                415,
+                "unsupported_media_type",
+                f"Send the body as JSON with the header 'Content-Type: {MEDIA_TYPE}' "
+                f"(got {clip(headers.get('Content-Type', 'none'))!r}).",
+            )
+        if content_length is not None and content_length > MAX_BODY_BYTES:
+            raise _too_large()
+        return allowed
+
+    def events(self, allowed: ChannelPatterns, body: bytes) -> list[NewEvent]:
+        """The body's events, each to a channel ``allowed`` (400, 403, 413 otherwise)."""
         if len(body) > MAX_BODY_BYTES:  # a chunked body has no Content-Length to check
             raise _too_large()
         events = parse_events(body)
         publish_batch.check_allowed(self.guard, allowed, events)
-        appended = await publish_batch.append(self.log, events)
-        return web.Response(
-            body=b'{"events":[%b]}' % publish_batch.acks(appended),
-            status=201,
-            content_type="application/json",
-        )
+        return events
 
 
-def _is_json(request: web.Request) -> bool:
-    charset = (request.charset or "utf-8").lower()
-    return request.content_type == MEDIA_TYPE and charset in ("utf-8", "utf8")
+def created_body(appended: Sequence[Event]) -> bytes:
+    """The 201's body: the acks of the appended events."""
+    return b'{"events":[%b]}' % publish_batch.acks(appended)
+
+
+def refusal_closes(error: PublishError, body_unread: bool) -> bool:
+    """Whether the connection is closed after answering ``error``: after a 413 the unread
+    rest of the body would keep it busy (and a draining server waiting for it); and a
+    body refused before it was read is not worth reading for a client that should not
+    be sending it."""
+    return error.status == 413 or body_unread
+
+
+def is_json(content_type: str, charset: str | None) -> bool:
+    """``Content-Type``'s media type and charset parameter (as aiohttp parses them)."""
+    return content_type == MEDIA_TYPE and (charset or "utf-8").lower() in ("utf-8", "utf8")
 
 
 def raw_header(request: web.Request, name: str) -> bytes:
