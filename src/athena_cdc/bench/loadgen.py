@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import multiprocessing
 import resource
+import signal
 import time
 from array import array
 from collections.abc import Sequence
@@ -204,6 +205,13 @@ class Worker:
                     )
                     assert isinstance(client, Subscriber)
                     done_ns = await asyncio.wait_for(client.subscribed, handshake_s)
+                except TimeoutError:
+                    # Its message was empty; most likely a server of another kind.
+                    errors.append(
+                        f"no 'subscribed' message within {handshake_s:g} s "
+                        "(is it an athena-cdc server?)"
+                    )
+                    return
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
                     return
@@ -303,6 +311,9 @@ class Worker:
 
 def worker_main(conn: Connection) -> None:
     """Entry point of a worker process: answer commands until ``close``."""
+    # A terminal's Ctrl-C reaches the whole process group: the orchestrator handles it
+    # (and tells the workers to exit); here it only printed a traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile_limit()
     try:
         import uvloop
@@ -316,7 +327,10 @@ async def _serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker()
     while True:
-        command, args = await loop.run_in_executor(None, conn.recv)
+        try:
+            command, args = await loop.run_in_executor(None, conn.recv)
+        except EOFError:
+            return  # the orchestrator is gone
         try:
             reply = await getattr(worker, "cmd_" + command)(**args)
         except Exception as exc:
