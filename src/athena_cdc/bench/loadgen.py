@@ -27,7 +27,7 @@ import resource
 import signal
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -309,10 +309,28 @@ class Worker:
         return {}
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the workers start: a spawned process keeps an ignored
+    SIGINT ignored (Python then installs no KeyboardInterrupt handler), so a terminal's
+    Ctrl-C, which reaches the whole process group, never interrupts a worker's imports
+    with a traceback. The orchestrator handles it and tells the workers to exit."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: cannot change it, nor be interrupted
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def worker_main(conn: Connection) -> None:
     """Entry point of a worker process: answer commands until ``close``."""
     # A terminal's Ctrl-C reaches the whole process group: the orchestrator handles it
     # (and tells the workers to exit); here it only printed a traceback per worker.
+    # (Ignored from the start already, see _sigint_ignored: this is for other starters.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile_limit()
     try:
@@ -347,12 +365,13 @@ class LoadGen:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        for _ in range(workers):
-            parent_end, child_end = context.Pipe()
-            proc = context.Process(target=worker_main, args=(child_end,), daemon=True)
-            proc.start()
-            self.pipes.append(parent_end)
-            self.procs.append(proc)
+        with _sigint_ignored():  # inherited: a Ctrl-C while a worker imports is ignored
+            for _ in range(workers):
+                parent_end, child_end = context.Pipe()
+                proc = context.Process(target=worker_main, args=(child_end,), daemon=True)
+                proc.start()
+                self.pipes.append(parent_end)
+                self.procs.append(proc)
         self.assigned: list[list[str]] = [[] for _ in range(workers)]
 
     @property
