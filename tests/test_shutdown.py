@@ -75,15 +75,18 @@ async def travel_count(url: str, channel: str) -> list[object]:
         return [e["data"]["payload"] for e in events]
 
 
-@pytest.mark.parametrize("interval", ["0", "100ms"])
+@pytest.mark.parametrize(
+    ("interval", "workers"), [("0", "1"), ("100ms", "1"), ("100ms", "2")]
+)
 async def test_publishes_in_flight_at_sigterm_are_answered_before_the_1001(
-    interval: str, tmp_path: Path
+    interval: str, workers: str, tmp_path: Path
 ) -> None:
     """A publish read before SIGTERM is committed, and its producer is told so: without
     the answer it cannot know, and publishes it again (a duplicate). The 100 ms commit
     interval holds the appends in the log's wait when SIGTERM arrives."""
     data = str(tmp_path / "data")
     args = ["--store", "sqlite", "--data-dir", data, "--sqlite-commit-interval", interval]
+    args += ["--workers", workers]  # 2: the supervisor holds the log, the workers answer
     log_path = tmp_path / "server.log"
     with server_process(*args, log_path=log_path) as server:
         assert server.proc is not None
