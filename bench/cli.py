@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
 
@@ -22,8 +24,15 @@ from bench.verdicts import judge
 ORDER = ("tenants", "burst", "steady", "spread", "travel", "idle", "storm", "slow")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Errors in one line pointing at --help (argparse's printed the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m bench",
         description="Benchmark athena-cdc against uWebSockets.js, nats-server, a Node.js ws "
         "and a naive Python websockets server, on this machine, with the same load generator. "
@@ -105,21 +114,48 @@ def _enable_auth() -> list[str]:
     return [f"--jwt-secret={secret}"]
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
+def _parse_sets(p: argparse.ArgumentParser, items: list[str], names: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items, each a parameter of a scenario that runs, of its
+    default's kind (an unknown key was dropped silently, and a value of the wrong kind
+    failed every row later)."""
+    defaults: dict[str, Any] = {}
+    for name in names:
+        for key, default in SCENARIOS[name].defaults.items():
+            defaults.setdefault(key, default)
     values: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
+        key = key.strip()
         if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        value: Any = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                continue
-        values[key.strip()] = value
+            p.error(f"--set {item!r}: expected KEY=VALUE")
+        if key not in defaults:
+            p.error(
+                f"--set {key}: not a parameter of {', '.join(names)}; "
+                f"known: {', '.join(sorted(defaults))}"
+            )
+        values[key] = _parse_value(p, key, text, defaults[key])
     return values
+
+
+def _parse_value(p: argparse.ArgumentParser, key: str, text: str, default: Any) -> Any:
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return text if isinstance(default, str) or default is None else _as_bool(p, key, text)
+    try:
+        value: float = int(text) if isinstance(default, int) else float(text)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        p.error(f"--set {key}={text}: expected {kind} (default {default!r})")
+    if not math.isfinite(value):
+        p.error(f"--set {key}={text}: expected a finite number")
+    return value
+
+
+def _as_bool(p: argparse.ArgumentParser, key: str, text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    p.error(f"--set {key}={text}: expected true or false")
 
 
 def _servers(kinds: list[str], stores: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -133,7 +169,7 @@ def _servers(kinds: list[str], stores: tuple[str, ...]) -> list[tuple[str, str]]
 async def run(args: argparse.Namespace) -> int:
     kinds = list(SERVER_KINDS) if not args.server or "all" in args.server else args.server
     names = list(ORDER) if args.scenario == "all" else [args.scenario]
-    overrides = _parse_sets(args.set)
+    overrides = args.overrides
     results_dir = args.results_dir or repo_root() / "bench" / "results"
     limit = raise_nofile_limit()
     if limit < 20_000:
@@ -204,12 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         from bench.redis_bench import main as redis_main
 
         return redis_main(argv[1:])
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    most = 4 * len(os.sched_getaffinity(0))
+    if not 1 <= args.workers <= most:
+        p.error(f"--workers must be from 1 to {most} (4 per core)")
+    names = list(ORDER) if args.scenario == "all" else [args.scenario]
+    args.overrides = _parse_sets(p, args.set, names) if args.scenario != "chart" else {}
     if args.scenario == "chart":
         _plot([], args.results_dir or repo_root() / "bench" / "results", merged=True)
         return 0
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(run(args))
-    return uvloop.run(run(args))
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(run(args))
+        return uvloop.run(run(args))
+    except KeyboardInterrupt:
+        return 130

@@ -171,3 +171,39 @@ def test_every_shown_default_parses_back_to_the_default() -> None:
             assert shown == "none"
             continue
         assert option.parse(shown) == option.default, (option.name, shown)
+
+
+HUGE = "9" * 400  # a float overflows to inf; an int is too large for float()
+
+
+@pytest.mark.parametrize(
+    ("option", "raw"),
+    [
+        ("sqlite_commit_interval", HUGE),  # TOML integer: float() raised OverflowError
+        ("memory_limit", HUGE),
+        ("memory_limit", f'"{HUGE}"'),  # int(inf): OverflowError
+        ("retention_age", f'"{HUGE}s"'),  # inf seconds: accepted, then pruning failed
+        ("ping_interval", HUGE),
+    ],
+)
+def test_values_too_large_for_a_number_name_the_option(
+    tmp_path: Path, option: str, raw: str
+) -> None:
+    config = tmp_path / "huge.toml"
+    config.write_text(f"{option} = {raw}\n")
+    with pytest.raises(ConfigError, match=option):
+        settings_from(["--config", str(config)])
+
+
+def test_a_value_too_large_for_a_number_exits_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "huge.toml"
+    config.write_text(f"sqlite_commit_interval = {HUGE}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "athena_cdc", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sqlite_commit_interval" in lines[0]

@@ -10,6 +10,7 @@ the program with a single line naming the option and how to fix it (exit code 2)
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import tomllib
@@ -46,23 +47,38 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "
 def parse_size(value: object) -> int:
     """``4MiB``, ``512k``, ``1048576`` → bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
-        number, unit = float(value), ""
+        number, unit = _finite(value, "size"), ""
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
         if not match or match.group(2).lower() not in _SIZE_UNITS:
             raise ValueError("expected a size such as 4MiB, 512KiB or 1048576")
         number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * _SIZE_UNITS[unit])
+    return int(_finite(number * _SIZE_UNITS[unit], "size"))
 
 
 def parse_duration(value: object) -> float:
     """``30s``, ``15m``, ``7d``, ``250ms``, ``10`` (seconds) → seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite(value, "duration")
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(value).lower())
     if not match or match.group(2) not in _DURATION_UNITS:
         raise ValueError("expected a duration such as 250ms, 30s, 15m, 12h or 7d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return _finite(float(match.group(1)) * _DURATION_UNITS[match.group(2)], "duration")
+
+
+def _finite(value: float, what: str) -> float:
+    """``value`` as a finite float. A TOML integer of hundreds of digits made float()
+    raise OverflowError (a traceback, not one line), and as many digits in text became
+    inf, which later code turned into OverflowError of its own (int(inf))."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if math.isnan(number):
+        raise ValueError(f"a {what} must be a number")
+    if math.isinf(number):
+        raise ValueError(f"{what} too large")
+    return number
 
 
 def format_size(size: int) -> str:

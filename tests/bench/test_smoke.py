@@ -222,3 +222,28 @@ async def test_the_aiohttp_floor_baseline_runs_both_publish_paths_and_is_compare
         assert row["expected"] == row["received"] == 240 and row["complete"] is True
     ratios = judge("tenants", rows)["ratios"]
     assert set(ratios) >= {"athena/memory vs aiohttp", "athena/memory+ws vs aiohttp+ws"}
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # An unknown key was dropped silently and the run went on with the defaults.
+        (["tenants", "--set", "bogus=1"], "--set bogus"),
+        # A value of the wrong kind failed every row later ("can't multiply sequence").
+        (["tenants", "--set", "rate=abc"], "--set rate"),
+        (["tenants", "--set", "rate=nan"], "--set rate"),
+        (["tenants", "--set", "channels=1.5"], "--set channels"),
+        (["tenants", "--set", "rate"], "--set 'rate'"),  # was exit 1
+        # No load generator process: every row failed ("max() arg is an empty
+        # sequence") and the run exited 0.
+        (["tenants", "--workers", "0"], "--workers"),
+        (["tenants", "--workers", "1000"], "--workers"),  # hung starting them
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2_before_any_server_starts(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--server", "athena"])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m bench: error: "), lines
+    assert says in lines[0], lines

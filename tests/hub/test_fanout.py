@@ -181,3 +181,52 @@ def masked_text(payload: bytes) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes((0x81, 0x80 | len(payload))) + mask + masked
+
+
+class _FailingWrites:
+    """A real connection's transport whose writes fail (as uvloop's does on a handle it
+    has closed already): everything else goes to the real transport."""
+
+    def __init__(self, transport: object) -> None:
+        self._real = transport
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport>; the handler is closed")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_connection_whose_write_fails_does_not_strand_the_others(
+    store: str, tmp_path: os.PathLike[str]
+) -> None:
+    """One flush writes every connection that got something this tick. A write that
+    raised ended the flush: every connection after it in that tick kept its "dirty"
+    mark without being queued again, so it was never written to again (its stream
+    stopped, with no gap and no duplicate: the doc's open question of a sqlite run
+    where 1,774 of 2,000 clients got nothing while every publish was answered 201)."""
+    async with running_server(store=store, data_dir=str(tmp_path)) as server:
+        clients = []
+        for name in ("first", "second", "third"):
+            ws = await websockets.connect(
+                ws_url(server), additional_headers={"X-Athena-Client": name}
+            )
+            await ws.recv()  # subscribed
+            await ws.send(orjson.dumps({"type": "subscribe", "organization_id": "x"}).decode())
+            assert orjson.loads(await ws.recv())["status"] == "subscribed"
+            clients.append(ws)
+        try:
+            [first] = [c for c in server.hub.connections if c.client_id == "first"]
+            first._transport = _FailingWrites(first._transport)  # type: ignore[assignment]
+            await publish(server, "x", [1])
+            await publish(server, "x", [2])
+            for ws in clients[1:]:
+                assert await collect(ws, 2) == [1, 2]
+            # The one whose write failed may have lost bytes: it is closed, not left
+            # to skip events silently (it reconnects and travels from its last seq).
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(clients[0].recv(), 5)
+        finally:
+            for ws in clients:
+                await ws.close()

@@ -217,3 +217,31 @@ def test_a_second_supervisor_on_the_same_port_is_refused(tmp_path: Path) -> None
         assert result.returncode == 2
         assert "the port is in use" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+async def test_a_sigterm_while_workers_start_still_drains_those_already_serving(
+    tmp_path: Path,
+) -> None:
+    """A worker that listens serves clients before the others are up (SO_REUSEPORT):
+    a SIGTERM then killed it with SIGKILL, and its clients saw the socket drop with no
+    close frame (and a publish in flight, no answer) instead of 1001."""
+    most = 4 * len(os.sched_getaffinity(0))  # many workers: the last ones start late
+    proc = ServerProcess(
+        ["--store", "memory", "--workers", str(most), "--log-level", "info"],
+        log_path=tmp_path / "server.log",
+    )
+    proc.start()  # returns once any worker answers /health
+    try:
+        async with client(proc.ws, "early") as c:
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await closed_with(c) == 1001
+        assert await asyncio.to_thread(proc.proc.wait, 30) == 0
+    finally:
+        assert proc.proc is not None
+        if proc.proc.poll() is None:
+            for child in children(proc.proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(child, signal.SIGKILL)
+            proc.proc.kill()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()

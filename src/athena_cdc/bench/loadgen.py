@@ -24,9 +24,10 @@ import contextlib
 import importlib
 import multiprocessing
 import resource
+import signal
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -204,6 +205,13 @@ class Worker:
                     )
                     assert isinstance(client, Subscriber)
                     done_ns = await asyncio.wait_for(client.subscribed, handshake_s)
+                except TimeoutError:
+                    # Its message was empty; most likely a server of another kind.
+                    errors.append(
+                        f"no 'subscribed' message within {handshake_s:g} s "
+                        "(is it an athena-cdc server?)"
+                    )
+                    return
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
                     return
@@ -301,8 +309,29 @@ class Worker:
         return {}
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the workers start: a spawned process keeps an ignored
+    SIGINT ignored (Python then installs no KeyboardInterrupt handler), so a terminal's
+    Ctrl-C, which reaches the whole process group, never interrupts a worker's imports
+    with a traceback. The orchestrator handles it and tells the workers to exit."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: cannot change it, nor be interrupted
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def worker_main(conn: Connection) -> None:
     """Entry point of a worker process: answer commands until ``close``."""
+    # A terminal's Ctrl-C reaches the whole process group: the orchestrator handles it
+    # (and tells the workers to exit); here it only printed a traceback per worker.
+    # (Ignored from the start already, see _sigint_ignored: this is for other starters.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile_limit()
     try:
         import uvloop
@@ -316,7 +345,10 @@ async def _serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker()
     while True:
-        command, args = await loop.run_in_executor(None, conn.recv)
+        try:
+            command, args = await loop.run_in_executor(None, conn.recv)
+        except EOFError:
+            return  # the orchestrator is gone
         try:
             reply = await getattr(worker, "cmd_" + command)(**args)
         except Exception as exc:
@@ -333,12 +365,13 @@ class LoadGen:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        for _ in range(workers):
-            parent_end, child_end = context.Pipe()
-            proc = context.Process(target=worker_main, args=(child_end,), daemon=True)
-            proc.start()
-            self.pipes.append(parent_end)
-            self.procs.append(proc)
+        with _sigint_ignored():  # inherited: a Ctrl-C while a worker imports is ignored
+            for _ in range(workers):
+                parent_end, child_end = context.Pipe()
+                proc = context.Process(target=worker_main, args=(child_end,), daemon=True)
+                proc.start()
+                self.pipes.append(parent_end)
+                self.procs.append(proc)
         self.assigned: list[list[str]] = [[] for _ in range(workers)]
 
     @property

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NoReturn
+from urllib.parse import SplitResult, urlsplit
 
 from athena_cdc.bench import auth as bench_auth
 from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
@@ -40,6 +42,14 @@ DEFAULTS: dict[str, Any] = {
     "parse_every": 1,
     "timeout": 30.0,
 }
+
+# Bounds of the options: beyond them a run is a typo, not a measurement (a rate of 1e30
+# made the producers plan that many publishes; 2e11 channels hung building their names).
+MAX_RATE = 1_000_000.0
+MAX_SECONDS = 86_400.0  # --duration, --warmup
+MAX_TIMEOUT = 3_600.0
+MAX_PAYLOAD_BYTES = 1024 * 1024
+FALLBACK_LOCAL_PORTS = 28_232  # Linux's default ip_local_port_range, 32768-60999
 
 DESCRIPTION = """\
 Load a running athena-cdc with the 'tenants' shape and measure it: CHANNELS channels
@@ -73,8 +83,16 @@ examples:
 """
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Errors in one line pointing at --help, as ``athena-cdc serve``'s: argparse's own
+    printed the whole usage first, and the one line that matters scrolled away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="athena-cdc bench",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -103,7 +121,11 @@ def parser() -> argparse.ArgumentParser:
         ("duration", float, "seconds of measured load"),
         ("warmup", float, "seconds of load before it, not measured"),
         ("payload-bytes", int, "bytes per event payload"),
-        ("timeout", float, "seconds to wait for the last deliveries"),
+        (
+            "timeout",
+            float,
+            "seconds to wait for the last deliveries, and for each client's subscribed",
+        ),
     ):
         key = {"duration": "duration_s", "warmup": "warmup_s"}.get(name, name.replace("-", "_"))
         p.add_argument(
@@ -121,29 +143,69 @@ def parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
     """Validate the options; return the publish URL."""
-    ws = urlsplit(args.url)
-    if ws.scheme not in ("ws", "wss") or not ws.hostname:
-        p.error(f"--url {args.url!r}: expected ws://host:port/ws or wss://...")
-    publish_url = args.publish_url or (
-        f"{'https' if ws.scheme == 'wss' else 'http'}://{ws.netloc}"
-    )
-    http = urlsplit(publish_url)
-    if http.scheme not in ("http", "https") or not http.hostname:
-        p.error(f"--publish-url {publish_url!r}: expected http://host:port or https://...")
+    ws = _url(p, "--url", args.url, ("ws", "wss"), "ws://host:port/ws or wss://...")
+    publish_url = args.publish_url or (f"{'https' if ws.scheme == 'wss' else 'http'}://{ws.netloc}")
+    _url(p, "--publish-url", publish_url, ("http", "https"), "http://host:port or https://...")
     for name in ("channels", "subscribers", "producers", "workers"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
-    for name in ("rate", "duration_s", "timeout"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.removesuffix('_s')} must be above 0")
-    if args.warmup_s < 0 or args.payload_bytes < 0:
-        p.error("--warmup and --payload-bytes cannot be negative")
+    for name, low, high in (
+        ("rate", 0.0, MAX_RATE),
+        ("duration_s", 0.0, MAX_SECONDS),
+        ("timeout", 0.0, MAX_TIMEOUT),
+    ):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and low < value <= high):
+            option = name.removesuffix("_s")
+            p.error(f"--{option} must be above {low:g} and at most {high:,.0f}")
+    if not (math.isfinite(args.warmup_s) and 0 <= args.warmup_s <= MAX_SECONDS):
+        p.error(f"--warmup must be from 0 to {MAX_SECONDS:,.0f}")
+    if not 0 <= args.payload_bytes <= MAX_PAYLOAD_BYTES:
+        p.error(f"--payload-bytes must be from 0 to {MAX_PAYLOAD_BYTES:,} (1 MiB)")
+    ports = _local_ports()
+    connections = args.channels * args.subscribers
+    if connections > ports:
+        # Each client takes one of this machine's local ports to the one server address.
+        p.error(
+            f"--channels x --subscribers: {connections:,} connections, more than the "
+            f"{ports:,} local ports this machine has for one server address"
+        )
+    if args.producers > args.channels:
+        p.error(
+            f"--producers ({args.producers}) must be at most --channels ({args.channels}): "
+            "each producer publishes to its own share of the channels"
+        )
+    most = 4 * len(os.sched_getaffinity(0))
+    if args.workers > most:
+        p.error(f"--workers must be at most {most} (4 per core)")
     if args.token_file is not None:
         try:
             args.token = args.token_file.read_text().strip()
         except OSError as exc:
             p.error(f"--token-file {str(args.token_file)!r}: {exc.strerror or exc}")
     return publish_url
+
+
+def _url(
+    p: argparse.ArgumentParser, option: str, url: str, schemes: tuple[str, ...], expected: str
+) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError as exc:
+        p.error(f"{option} {url!r}: {exc}; expected {expected}")
+    if parts.scheme not in schemes or not parts.hostname:
+        p.error(f"{option} {url!r}: expected {expected}")
+    return parts
+
+
+def _local_ports() -> int:
+    """How many connections this machine can open to one server address and port."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return FALLBACK_LOCAL_PORTS
+    return max(1, high - low + 1)
 
 
 def _publisher(publish_url: str, key: str | None) -> Publisher:
@@ -163,7 +225,9 @@ async def tenants(
     names = [name for name in channels for _ in range(p["subscribers"])]
     say(f"connecting {len(names):,} clients to {url} ...")
     started = time.monotonic()
-    connected = await loadgen.connect(url, names, parse_every=p["parse_every"])
+    connected = await loadgen.connect(
+        url, names, parse_every=p["parse_every"], handshake_s=p["timeout"]
+    )
     if connected["failed"]:
         # Some in, the rest refused: most likely the server's cap per client address.
         hint = " (is the server's --max-connections-per-ip high enough?)"

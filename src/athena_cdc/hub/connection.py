@@ -22,6 +22,7 @@ reading is aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -287,6 +288,22 @@ class Connection:
             raise ConnectionResetError("client stopped reading a travel")
 
     # -- closing ---------------------------------------------------------------------
+    def abort(self) -> None:
+        """Drop the socket at once, nothing more written: after a failed write what
+        the client got is unknown, so it must reconnect and travel from its last seq."""
+        self.closing = True
+        self.dirty = False
+        self._discard_pending()
+        self._held = None
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
+        with contextlib.suppress(Exception):
+            self._transport.abort()
+
     def close_slow(self) -> None:
         if self.closing:
             return

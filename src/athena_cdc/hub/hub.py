@@ -12,11 +12,16 @@ Connections that received something are flushed once at the end of the loop tick
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, KeysView, Sequence
 
 from athena_cdc.hub.connection import Batch, Connection
 from athena_cdc.log.base import Event
+from athena_cdc.logging_limits import RateLimitedLog
 from athena_cdc.metrics import Metrics
+
+log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)
 
 
 class Hub:
@@ -106,7 +111,14 @@ class Hub:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:
+                # One connection's failure must not end the loop: every connection
+                # after it has its "dirty" mark set and would never be queued again
+                # (its live stream stopped for good, without a gap to show it).
+                failures.exception("client %r: writing failed: dropped", conn.client_id)
+                conn.abort()
 
     def close_all(self, code: int, reason: str) -> None:
         self.flush()

@@ -279,9 +279,10 @@ class AthenaServer:
     async def stop(self) -> None:
         """Drain: refuse new clients, close the others with 1001, flush the log."""
         log.info("shutting down: closing %d connections", len(self.hub.connections))
-        self.websocket.accepting = False
+        self.websocket.begin_drain()
         if self._site is not None:
             await self._site.stop()
+        await self.websocket.answer_publishes(self.settings.shutdown_timeout)
         self.hub.close_all(close_codes.SHUTDOWN, close_codes.SHUTDOWN_REASON)
         for source in self.sources:
             try:

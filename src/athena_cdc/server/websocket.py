@@ -77,6 +77,8 @@ class WebSocketEndpoint:
         self.publish_rate_limit = publish_rate_limit
         self.max_subscriptions = max_subscriptions
         self.accepting = True
+        # Every open connection's publisher, so that a drain can answer their publishes.
+        self.publishers: set[ConnectionPublisher] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         version = unsupported_websocket_version(request.headers)
@@ -186,6 +188,7 @@ class WebSocketEndpoint:
         self._arm_expiry(conn)
         self.metrics.connections_total.inc()
         self.hub.add(conn)
+        self.publishers.add(publisher)
         try:
             # Subscribe and queue "subscribed" in one step: no event can slip between.
             self.hub.subscribe(conn, name)
@@ -198,11 +201,36 @@ class WebSocketEndpoint:
         finally:
             keepalive.stop()
             # Appends already started still finish (their answers go nowhere).
+            self.publishers.discard(publisher)
             await publisher.settle()
             if conn.expiry is not None:
                 conn.expiry.cancel()
             self.hub.remove(conn)
         return ws
+
+    def begin_drain(self) -> None:
+        """Shutting down: refuse new connections, and new publishes on open ones."""
+        self.accepting = False
+        for publisher in self.publishers:
+            publisher.draining = True
+
+    async def answer_publishes(self, within: float) -> None:
+        """Wait (at most ``within`` seconds) until every publish begun is appended and its
+        answer queued, so that the close frame follows the answers: a producer told
+        nothing cannot know that its events were stored, and would publish them
+        again (with a commit interval, SIGTERM found appends waiting every time)."""
+        waits = [asyncio.ensure_future(p.settle()) for p in self.publishers]
+        if not waits:
+            return
+        _, late = await asyncio.wait(waits, timeout=within)
+        for wait in late:
+            wait.cancel()
+        if late:
+            log.warning(
+                "shutting down: %d connections' publishes not answered within %gs",
+                len(late),
+                within,
+            )
 
     async def _serve(
         self, ws: web.WebSocketResponse, conn: Connection, publisher: ConnectionPublisher

@@ -179,6 +179,11 @@ class Supervisor:
             await server.start()
             code = await self._start_workers(server.path)
             if code is not None:
+                if code == 0:
+                    # Stopped while starting: the workers already listening may serve
+                    # clients (the port is shared), which get their 1001 and answers;
+                    # the others are still starting and are killed (at once).
+                    await self._drain(ready_only=True)
                 return code
             for source in sources:
                 await source.start()
@@ -335,11 +340,16 @@ class Supervisor:
                 return
             await self._spawn(worker, socket_path)
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, ready_only: bool = False) -> None:
         """SIGTERM to every worker (each closes its clients with 1001 and finishes its
-        requests), then wait; a worker still running after the grace time is killed."""
+        requests), then wait; a worker still running after the grace time is killed.
+        ``ready_only``: only those that said they listen."""
         self._stopping = True
-        running = [w.proc for w in self.workers if w.proc and w.proc.returncode is None]
+        running = [
+            w.proc
+            for w in self.workers
+            if w.proc and w.proc.returncode is None and (w.ready.is_set() or not ready_only)
+        ]
         log.info("draining %d workers", len(running))
         for proc in running:
             with contextlib.suppress(ProcessLookupError):

@@ -77,6 +77,9 @@ class ConnectionPublisher:
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
         self._queue: deque[_Pending] = deque()
         self._bytes = 0
+        # Set when the server drains: later publishes are refused, those begun are
+        # answered before the connection is closed (see WebSocketEndpoint.drain).
+        self.draining = False
 
     def submit(self, message: m.Publish, size: int) -> None:
         """Check and start appending one publish (``size``: its frame's bytes)."""
@@ -97,6 +100,14 @@ class ConnectionPublisher:
         task.add_done_callback(self._on_done)
 
     def _start(self, message: m.Publish) -> asyncio.Future[list[Event]]:
+        if self.draining:
+            # As POST /events gets 503 while draining: nobody would be left to tell
+            # the producer that this one was appended.
+            raise PublishError(
+                503,
+                "unavailable",
+                "The server is shutting down: publish again once reconnected.",
+            )
         data = message.events
         if data is None:
             raise PublishError(
@@ -179,7 +190,9 @@ class ConnectionPublisher:
             await asyncio.wait((head,))
 
     async def settle(self) -> None:
-        """Wait for every append started (the connection is done; they still count)."""
+        """Wait for every append started, and its answer queued (their done callbacks,
+        which queue the answers, were added first, so they have run by the time
+        this returns)."""
         tasks = [p.task for p in self._queue if p.task is not None]
         if tasks:
             await asyncio.wait(tasks)
