@@ -30,7 +30,8 @@ from athena_cdc.bench.publisher import HttpError, Publisher, pad_for, publish_pr
 from athena_cdc.bench.stats import latency_summary, percentile
 
 DEFAULT_URL = "ws://127.0.0.1:4053/ws"
-# The harness's tenants defaults (bench/scenarios.py), so the figures read the same.
+# The tenants load: the harness (bench/scenarios.py) takes these too, so the figures of
+# both read the same.
 DEFAULTS: dict[str, Any] = {
     "channels": 1000,
     "subscribers": 2,
