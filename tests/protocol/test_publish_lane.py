@@ -35,7 +35,7 @@ from athena_cdc.server.publish_lane import (
     split_request,
 )
 from athena_cdc.server.workers import WORKER_HEADER, WorkerRole
-from tests.protocol._support import metric
+from tests.protocol._support import get, metric
 from tests.support.servers import running_server
 from tests.support.tls import self_signed_certificate
 from tests.workers._support import workers_process
@@ -535,3 +535,54 @@ async def test_an_append_the_sqlite_log_cannot_write_is_a_503_as_aiohttps(tmp_pa
     assert results[0] == results[1]
     raw, closed = results[1][0]
     assert raw.startswith(b"HTTP/1.1 503 ") and b'"error":"unavailable"' in raw and not closed
+
+
+async def exchange(port: int, parts: list[bytes], quiet: float = 0.4) -> bytes:
+    """All a connection reads after sending ``parts`` (each in its own segment), until
+    the server closes it (``<EOF>``) or is ``quiet`` seconds (``<open>``)."""
+    conn = await Conn.open(port)
+    try:
+        await conn.send(*parts)
+        out = b""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(conn.reader.read(65536), quiet)
+            except TimeoutError:
+                return normalised(out) + b"<open>"
+            if not chunk:
+                return normalised(out) + b"<EOF>"
+            out += chunk
+    finally:
+        conn.close()
+
+
+NO_HOST = (
+    b"POST /events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(ev("h", 1))
+    + ev("h", 1)
+)
+# Requests the lane must not answer differently from aiohttp, sent over real sockets.
+HOSTILE: dict[str, list[bytes]] = {
+    # aiohttp refuses an HTTP/1.1 request without Host (RFC 9112 section 3.2): a 400,
+    # closed, and nothing published.
+    "no host": [NO_HOST],
+    "no host after a lane request": [post(ev("h", 2)), NO_HOST],
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_hostile_requests_are_answered_as_aiohttp_answers_them(case: str) -> None:
+    results = []
+    for lane in (False, True):
+        async with running_server(store="memory", publish_lane=lane) as server:
+            results.append(await exchange(server.port, HOSTILE[case]))
+            results.append(await counters(server))
+    assert results[2:] == results[:2], results
+
+
+async def counters(server: AthenaServer) -> list[str]:
+    """The samples of the counters a publish moves: appended, answered, denied."""
+    status, _, text = await get(server, "/metrics")
+    assert status == 200
+    names = ("athena_cdc_events_appended", "athena_cdc_publish_requests", "athena_cdc_auth_denied")
+    return [line for line in text.splitlines() if line.startswith(names)]

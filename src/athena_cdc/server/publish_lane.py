@@ -12,8 +12,8 @@ case itself, straight from ``data_received``, when all of this holds:
 * the read holds exactly one request, ``POST /events HTTP/1.1``, whole: header lines of
   printable ASCII with token names, each at most once, only the names of
   :data:`LANE_HEADERS` (no ``Transfer-Encoding``, ``Expect``, ``Content-Encoding`` or
-  ``Upgrade``), a ``Content-Length`` equal to the bytes that follow the head, a JSON
-  ``Content-Type`` of :data:`JSON_TYPES`, no ``Connection`` but ``keep-alive``.
+  ``Upgrade``), a ``Host`` (aiohttp refuses a request without one), a
+  ``Content-Length`` equal to the bytes that follow the head, a JSON ``Content-Type`` of :data:`JSON_TYPES`, no ``Connection`` but ``keep-alive``.
 
 Everything else goes to aiohttp unchanged: a fallback is always correct, only slower.
 The rules of a publish are :class:`~athena_cdc.sources.http_publish.PublishEndpoint`'s,
@@ -153,6 +153,8 @@ class PublishLane:
             return False
         if b"content-length" not in fields or fields.get(b"content-type") not in JSON_TYPES:
             return False
+        if b"host" not in fields:
+            return False  # aiohttp refuses an HTTP/1.1 request without one (RFC 9112 3.2)
         connection = fields.get(b"connection")
         if connection is not None and connection.lower() != b"keep-alive":
             return False
