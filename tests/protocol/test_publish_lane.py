@@ -567,6 +567,28 @@ HOSTILE: dict[str, list[bytes]] = {
     # closed, and nothing published.
     "no host": [NO_HOST],
     "no host after a lane request": [post(ev("h", 2)), NO_HOST],
+    # Forms a plain publish could be mistaken for.
+    "absolute-form target": [post(ev("h", 3)).replace(b"/events", b"http://x/events", 1)],
+    "HTTP/1.0": [post(ev("h", 4)).replace(b"HTTP/1.1", b"HTTP/1.0", 1)],
+    "lower-case method": [post(ev("h", 5)).replace(b"POST", b"post", 1)],
+    "Connection: keep-alive, close": [post(ev("h", 6), b"Connection: keep-alive, close")],
+    "Content-Length twice, another case": [
+        post(ev("h", 7), b"content-length: %d" % len(ev("h", 7)))
+    ],
+    "obs-text in a value": [post(ev("h", 8), b"User-Agent: \xe9")],
+    "a request glued after the body": [post(ev("h", 9)) + post(ev("h", 10))],
+    # A lane request after aiohttp's parser was left in an odd state, and the reverse.
+    "after CONNECT": [b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n", post(ev("h", 11))],
+    "after a declined upgrade": [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n",
+        post(ev("h", 12)),
+    ],
+    "then a split one, then a plain one": [
+        post(ev("h", 13)),
+        post(ev("h", 14))[:30],
+        post(ev("h", 14))[30:],
+        post(ev("h", 15)),
+    ],
 }
 
 
