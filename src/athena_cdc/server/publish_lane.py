@@ -13,7 +13,8 @@ case itself, straight from ``data_received``, when all of this holds:
   printable ASCII with token names, each at most once, only the names of
   :data:`LANE_HEADERS` (no ``Transfer-Encoding``, ``Expect``, ``Content-Encoding`` or
   ``Upgrade``), a ``Host`` (aiohttp refuses a request without one), a
-  ``Content-Length`` equal to the bytes that follow the head, a JSON ``Content-Type`` of :data:`JSON_TYPES`, no ``Connection`` but ``keep-alive``.
+  ``Content-Length`` equal to the bytes that follow the head, a JSON ``Content-Type``
+  of :data:`JSON_TYPES`, no ``Connection`` but ``keep-alive``.
 
 Everything else goes to aiohttp unchanged: a fallback is always correct, only slower.
 The rules of a publish are :class:`~athena_cdc.sources.http_publish.PublishEndpoint`'s,
