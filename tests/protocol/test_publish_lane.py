@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import re
 import sqlite3
@@ -608,3 +609,25 @@ async def counters(server: AthenaServer) -> list[str]:
     assert status == 200
     names = ("athena_cdc_events_appended", "athena_cdc_publish_requests", "athena_cdc_auth_denied")
     return [line for line in text.splitlines() if line.startswith(names)]
+
+
+@pytest.mark.parametrize("publish_lane", [True, False])
+async def test_a_client_leaving_mid_body_logs_no_error(
+    publish_lane: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body cut short by the client hanging up goes to aiohttp (not whole): its read
+    fails with 'Connection lost', which is the client's doing, not a server error."""
+    request = post(b"[" + ev("gone", 1) * 50 + b"]")
+    async with running_server(store="memory", publish_lane=publish_lane) as server:
+        conn = await Conn.open(server.port)
+        await conn.send(request[: len(request) // 2])
+        await asyncio.sleep(0.05)
+        conn.close()
+        await asyncio.sleep(0.2)
+        conn = await Conn.open(server.port)  # the server is still there for the next
+        try:
+            await conn.send(post(ev("gone", 2)))
+            assert (await conn.response()).startswith(b"HTTP/1.1 201 ")
+        finally:
+            conn.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -103,7 +103,10 @@ class PublishEndpoint:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large() from None
-        except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not
+        except (RequestPayloadError, ConnectionResetError) as exc:
+            # e.g. Content-Encoding: gzip on a body that is not; or the client hung up
+            # mid-body ("Connection lost"): its doing, not a server error to log (the
+            # answer then goes nowhere, quietly).
             raise PublishError(
                 400, "invalid_body", f"The body could not be read: {clip(str(exc))}"
             ) from None
