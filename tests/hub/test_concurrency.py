@@ -20,6 +20,7 @@ import asyncio
 import json
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,40 +251,51 @@ async def produce(proc: ServerProcess, truth: Truth, rng: random.Random, produce
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_many_clients_and_producers(store: str, tmp_path: Path) -> None:
-    rng = random.Random(20261128)
-    truth = Truth()
     args = ["--store", store, "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
     with server_process(*args, log_path=tmp_path / "server.log") as proc:
-        sockets = []
-        watchers: list[Watcher] = []
-        try:
-            for i in range(CLIENTS):
-                ws = await connect(
-                    proc.ws,
-                    additional_headers={"X-Athena-Client": CHANNELS[i % len(CHANNELS)]},
-                    max_size=None,
-                )
-                sockets.append(ws)
-                hello = json.loads(await ws.recv())
-                assert hello["status"] == "subscribed"
-                watchers.append(Watcher(i, ws, truth, random.Random(rng.random())))
-            readers = [asyncio.create_task(w.read()) for w in watchers]
-            await asyncio.gather(
-                *(produce(proc, truth, random.Random(rng.random()), p) for p in range(PRODUCERS)),
-                *(w.act() for w in watchers),
+        await drive_and_check(proc, random.Random(20261128))
+
+
+async def drive_and_check(
+    proc: ServerProcess,
+    rng: random.Random,
+    on_connect: Callable[[ClientConnection], None] = lambda ws: None,
+) -> None:
+    """CLIENTS watchers and PRODUCERS producers against ``proc`` until every watcher has
+    caught up; then every check: no error, each client's own channel seen exactly
+    1..last, every event as published, each seq assigned once, travels done."""
+    truth = Truth()
+    sockets = []
+    watchers: list[Watcher] = []
+    try:
+        for i in range(CLIENTS):
+            ws = await connect(
+                proc.ws,
+                additional_headers={"X-Athena-Client": CHANNELS[i % len(CHANNELS)]},
+                max_size=None,
             )
-            final = dict(truth.confirmed)
-            for _ in range(300):
-                if all(w.caught_up(final) for w in watchers):
-                    break
-                await asyncio.sleep(0.1)
-            lagging = [w.name for w in watchers if not w.caught_up(final)]
-            assert not lagging, f"{len(lagging)} clients did not catch up"
-        finally:
-            for ws in sockets:
-                await ws.close()
-        for task in readers:
-            await task
+            sockets.append(ws)
+            on_connect(ws)
+            hello = json.loads(await ws.recv())
+            assert hello["status"] == "subscribed"
+            watchers.append(Watcher(i, ws, truth, random.Random(rng.random())))
+        readers = [asyncio.create_task(w.read()) for w in watchers]
+        await asyncio.gather(
+            *(produce(proc, truth, random.Random(rng.random()), p) for p in range(PRODUCERS)),
+            *(w.act() for w in watchers),
+        )
+        final = dict(truth.confirmed)
+        for _ in range(300):
+            if all(w.caught_up(final) for w in watchers):
+                break
+            await asyncio.sleep(0.1)
+        lagging = [w.name for w in watchers if not w.caught_up(final)]
+        assert not lagging, f"{len(lagging)} clients did not catch up"
+    finally:
+        for ws in sockets:
+            await ws.close()
+    for task in readers:
+        await task
 
     errors = [e for w in watchers for e in w.errors]
     assert not errors, "\n".join(errors[:30])
