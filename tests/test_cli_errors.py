@@ -293,3 +293,28 @@ def test_bench_without_its_extra_says_how_to_install_it() -> None:
     )
     assert_one_line(result.returncode, result.stderr,
                     ["athena-cdc bench", "picows", "pip install 'athena-cdc[bench]'"])
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.4])
+def test_ctrl_c_at_any_moment_of_the_start_is_no_traceback(delay: float, tmp_path: Path) -> None:
+    # Through the installed executable's entry point (athena_cdc.entry), as a terminal's
+    # Ctrl-C would: during the imports (before any command handles SIGINT) it was a
+    # KeyboardInterrupt traceback.
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from athena_cdc.entry import main; sys.exit(main())",
+         "serve", "--store", "memory", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    # 130: interrupted in the imports; 0: drained; -SIGINT: before Python itself had
+    # started (the signal's default action, as for any program).
+    assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)

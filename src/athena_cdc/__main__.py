@@ -1,5 +1,5 @@
 import sys
 
-from athena_cdc.cli import main
+from athena_cdc.entry import main
 
 sys.exit(main())
