@@ -30,7 +30,13 @@ from athena_cdc.bench.publisher import (
     random_picker,
 )
 from athena_cdc.bench.remote import DEFAULTS as TENANTS_DEFAULTS
-from athena_cdc.bench.stats import cdf_points, latency_summary, median, percentile
+from athena_cdc.bench.stats import (
+    cdf_points,
+    completeness,
+    latency_summary,
+    median,
+    percentile,
+)
 from bench.nats import NatsPublisher
 from bench.profiling import Profiler, top_functions
 from bench.servers import ServerHandle, make_server, running
@@ -300,7 +306,7 @@ async def _paced_latency(
         **latency_summary(latencies),
         "published": report.events,
         "publish_rate": report.rate,
-        **_completeness(stats, expected_total, complete),
+        **completeness(stats, expected_total, complete),
         "server_cpu_pct": 100 * cpu / report.seconds,
         "client_cpu_s": stats["client_cpu_s"],
         **usage,
@@ -371,7 +377,7 @@ async def tenants(bench: Bench, server: ServerHandle, p: Params) -> Row:
         "ack_p50_ms": percentile(post_ms, 0.5) / 1000,
         "ack_p99_ms": percentile(post_ms, 0.99) / 1000,
         "published": report.events,
-        **_completeness(stats, expected_total, complete),
+        **completeness(stats, expected_total, complete),
         "client_cpu_s": stats["client_cpu_s"],
         "producer_cpu_s": producer_cpu,
         **usage,
@@ -599,21 +605,6 @@ async def _paced_latency_connected(
         "lost": max(0, expected - stats["received"]),
         "excess": max(0, stats["received"] - expected),
         "gaps": stats["gaps"],
-    }
-
-
-def _completeness(stats: dict[str, Any], expected: int, complete: bool) -> dict[str, Any]:
-    """Every client's count against its channel's: a run that lost or repeated one fails."""
-    return {
-        "expected": expected,
-        "received": stats["received"],
-        "lost": max(0, expected - stats["received"]),
-        "excess": max(0, stats["received"] - expected),
-        "clients_short": stats["clients_short"],
-        "clients_excess": stats["clients_excess"],
-        "gaps": stats["gaps"],
-        "duplicates": stats["duplicates"],
-        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
     }
 
 

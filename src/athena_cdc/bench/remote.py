@@ -27,7 +27,7 @@ from athena_cdc.bench import auth as bench_auth
 from athena_cdc.bench.loadgen import LoadGen, raise_nofile_limit
 from athena_cdc.bench.procstat import own_cpu_seconds
 from athena_cdc.bench.publisher import HttpError, Publisher, pad_for, publish_producers
-from athena_cdc.bench.stats import latency_summary, percentile
+from athena_cdc.bench.stats import completeness, latency_summary, percentile
 
 DEFAULT_URL = "ws://127.0.0.1:4053/ws"
 # The tenants load: the harness (bench/scenarios.py) takes these too, so the figures of
@@ -279,17 +279,10 @@ async def tenants(
         "ack_p50_ms": percentile(post_ms, 0.5) / 1000,
         "ack_p99_ms": percentile(post_ms, 0.99) / 1000,
         **latency_summary(stats["latencies_us"]),
-        "expected": expected_total,
-        "received": stats["received"],
-        "lost": max(0, expected_total - stats["received"]),
-        "excess": max(0, stats["received"] - expected_total),
-        "clients_short": stats["clients_short"],
-        "clients_excess": stats["clients_excess"],
-        "gaps": stats["gaps"],
-        "duplicates": stats["duplicates"],
-        "complete": reached
-        and stats["clients_short"] == stats["clients_excess"] == 0
-        and stats["gaps"] == stats["duplicates"] == 0,
+        # Here a gap or a duplicate also makes the run incomplete (exit 1).
+        **completeness(
+            stats, expected_total, reached and stats["gaps"] == stats["duplicates"] == 0
+        ),
         "client_cpu_s": stats["client_cpu_s"],
         "producer_cpu_s": producer_cpu,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentile(ordered: Sequence[int], fraction: float) -> float:
@@ -47,3 +48,18 @@ def median(values: Sequence[float]) -> float:
         return 0.0
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def completeness(stats: dict[str, Any], expected: int, complete: bool) -> dict[str, Any]:
+    """Every client's count against its channel's: a run that lost or repeated one fails."""
+    return {
+        "expected": expected,
+        "received": stats["received"],
+        "lost": max(0, expected - stats["received"]),
+        "excess": max(0, stats["received"] - expected),
+        "clients_short": stats["clients_short"],
+        "clients_excess": stats["clients_excess"],
+        "gaps": stats["gaps"],
+        "duplicates": stats["duplicates"],
+        "complete": complete and stats["clients_short"] == stats["clients_excess"] == 0,
+    }
