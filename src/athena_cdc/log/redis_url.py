@@ -83,6 +83,15 @@ def _host_port(text: str, default_port: int, kind: str = "Sentinel") -> tuple[st
     return host, int(port_text)
 
 
+def _split_netloc(netloc: str) -> tuple[str | None, str | None, str]:
+    """``[user[:password]@]hosts`` of a Sentinel or Cluster URL: (user, password, hosts)."""
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at:
+        return None, None, netloc
+    user, colon, secret = credentials.partition(":")
+    return unquote(user) or None, unquote(secret) if colon else None, hosts
+
+
 def parse_sentinel_url(url: str) -> SentinelTarget:
     """``redis+sentinel://[user:pw@]h1:26379,h2:26379/service[/db][?sentinel_password=]``."""
     scheme, sep, rest = url.partition("://")
@@ -90,15 +99,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise ValueError("expected redis+sentinel://host:port[,host:port...]/service/db")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
-    credentials, at, hosts = netloc.rpartition("@")
-    if not at:
-        hosts, credentials = netloc, ""
-    username: str | None = None
-    password: str | None = None
-    if credentials:
-        user, colon, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    username, password, hosts = _split_netloc(netloc)
     addresses = tuple(
         _host_port(h.strip(), DEFAULT_SENTINEL_PORT) for h in hosts.split(",") if h.strip()
     )
@@ -157,15 +158,7 @@ def parse_cluster_url(url: str) -> ClusterTarget:
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0: redis+cluster://host:port")
-    credentials, at, hosts = netloc.rpartition("@")
-    if not at:
-        hosts, credentials = netloc, ""
-    username: str | None = None
-    password: str | None = None
-    if credentials:
-        user, colon, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    username, password, hosts = _split_netloc(netloc)
     nodes = tuple(
         _host_port(h.strip(), 6379, "Cluster node") for h in hosts.split(",") if h.strip()
     )
